@@ -1,0 +1,218 @@
+"""The ``bench`` command line: parsing and printing only; the work is in library functions."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+
+import bench
+from bench.errors import BenchError
+
+
+class _Parser(argparse.ArgumentParser):
+    """An ArgumentParser whose errors are one line on stderr and exit 2."""
+
+    def error(self, message: str):
+        sys.stderr.write(f"{self.prog}: error: {message}\n")
+        sys.exit(2)
+
+
+def _int_list(text: str) -> tuple[int, ...]:
+    try:
+        vals = tuple(int(p) for p in text.split(",") if p.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a comma-separated list of integers") from None
+    if not vals or any(v < 1 for v in vals):
+        raise argparse.ArgumentTypeError(f"{text!r}: every value must be 1 or more")
+    return vals
+
+
+def _str_list(text: str) -> tuple[str, ...]:
+    vals = tuple(p.strip() for p in text.split(",") if p.strip())
+    if not vals:
+        raise argparse.ArgumentTypeError("empty list")
+    return vals
+
+
+def _positive_float(text: str) -> float:
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not v > 0 or v == float("inf"):
+        raise argparse.ArgumentTypeError(f"{text!r} must be a positive number")
+    return v
+
+
+def _count(text: str) -> int:
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if v < 0:
+        raise argparse.ArgumentTypeError(f"{text!r} must be 0 or more")
+    return v
+
+
+def _gpu(text: str) -> str:
+    from bench.devices import parse_gpu_spec
+
+    try:
+        parse_gpu_spec(text)
+    except BenchError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return text
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The full argument parser (every command has help text)."""
+    p = _Parser(prog="bench", description="joulebench: tokens per joule of transformer "
+                "inference, measured, and what the electricity is worth.")
+    p.add_argument("--version", action="version", version=f"joulebench {bench.__version__}")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+
+    r = sub.add_parser("run", help="run the sweep and measure tokens per joule per cell",
+                       description="Run reference inference over models x batch sizes x "
+                       "lengths on the chosen devices and measure energy per cell.")
+    r.add_argument("--gpu", type=_gpu, default="auto",
+                   help="all | auto (default: every GPU, else the CPU) | none | NVML "
+                   "indices such as 0,2")
+    r.add_argument("--model", type=_str_list, default=("tiny-llama",),
+                   help="built-in model names or model JSON files, comma-separated "
+                   "(default tiny-llama)")
+    r.add_argument("--batch", type=_int_list, default=(1, 4, 16),
+                   help="batch sizes, comma-separated (default 1,4,16)")
+    r.add_argument("--input-len", type=_int_list, default=(32,),
+                   help="prompt lengths in tokens (default 32)")
+    r.add_argument("--output-len", type=_int_list, default=(32,),
+                   help="generated tokens per sequence, exact (default 32)")
+    r.add_argument("--dtype", choices=("fp32", "bf16", "fp16"), default=None,
+                   help="weights and activations (default bf16 on GPU, fp32 on CPU)")
+    r.add_argument("--min-window-s", type=_positive_float, default=None,
+                   help="minimum measured window per repeat, s (default 5 on GPU, 2 on CPU)")
+    r.add_argument("--repeats", type=_count, default=3, help="windows per cell (default 3)")
+    r.add_argument("--warmup", type=_count, default=1,
+                   help="unmeasured generate calls before a cell (default 1)")
+    r.add_argument("--seed", type=_count, default=0, help="seed of weights and prompts")
+    r.add_argument("--cpu-w-per-thread", type=_positive_float, default=None,
+                   help="assumed W per busy logical CPU for the CPU estimate where RAPL "
+                   "is unreadable (default 4)")
+    r.add_argument("--out", default=None,
+                   help="run directory (default results/<run_id>)")
+    r.add_argument("--json", action="store_true",
+                   help="end stdout with one JSON line: run_id, result path and cells")
+    r.add_argument("--quiet", action="store_true", help="no per-cell progress lines")
+    r.set_defaults(func=cmd_run)
+
+    ls = sub.add_parser("list", help="list built-in models or the devices of this machine",
+                        description="List built-in models (with parameter counts) or "
+                        "the devices a run can use.")
+    ls.add_argument("what", nargs="?", choices=("models", "devices"), default=None,
+                    help="models or devices (default both)")
+    ls.add_argument("--json", action="store_true", help="one JSON object on stdout")
+    ls.set_defaults(func=cmd_list)
+    return p
+
+
+def _err(prog: str, message: str) -> None:
+    sys.stderr.write(f"{prog}: error: {message}\n")
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    """``bench run``: measure the sweep, print the table, write the result document."""
+    from bench import console, devices, models, runner
+
+    config = runner.SweepConfig(
+        models=args.model, batch_sizes=args.batch, input_lens=args.input_len,
+        output_lens=args.output_len, dtype=args.dtype, min_window_s=args.min_window_s,
+        repeats=args.repeats, warmup=args.warmup, seed=args.seed,
+        cpu_w_per_logical_cpu=args.cpu_w_per_thread)
+    for m in config.models:
+        models.get(m)  # unknown models stop here, before anything is measured
+    if config.repeats < 1:
+        raise BenchError("--repeats must be 1 or more")
+    inv = devices.discover()
+    devs, notice = devices.select(args.gpu, inv)
+    if notice:
+        sys.stderr.write(f"bench run: {notice}\n")
+    run = runner.start_run(config, devs, args.out)
+    if not args.quiet:
+        sys.stderr.write(f"bench run: {run.run_id} -> {run.run_dir}\n")
+
+    def progress(rec: dict) -> None:
+        if args.quiet:
+            return
+        f = rec.get("figures") or {}
+        tpj = f.get("output_tokens_per_j")
+        sys.stderr.write(f"  {rec['cell_id']}: {rec['status']}"
+                         + (f", {tpj:.4g} output tokens/J ({rec['energy_method']})"
+                            if tpj is not None else "") + "\n")
+
+    try:
+        path = runner.execute(run, progress)
+    except KeyboardInterrupt:
+        _err("bench run", f"interrupted; finished cells are in {run.result_path}")
+        return 130
+    except Exception as exc:  # the workload's failure: report it, keep what was measured
+        _err("bench run", f"{exc.__class__.__name__}: {exc}; finished cells are in "
+             f"{run.result_path}")
+        return 1
+    console.print_table(console.cells_table(run.cells, title=f"run {run.run_id}"))
+    est = any(c.get("energy_method") == "estimate" for c in run.cells)
+    if est:
+        print("energy_method 'estimate': CPU energy is assumed W per busy thread x CPU time, "
+              "not measured (no readable RAPL counter).")
+    print(f"result: {path}")
+    if args.json:
+        print(json.dumps({"run_id": run.run_id, "result": str(path), "cells": [
+            {k: c[k] for k in ("cell_id", "status", "energy_method", "scope", "figures")}
+            for c in run.cells]}, allow_nan=False))
+    return 0
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    """``bench list``: built-in models and this machine's devices."""
+    from bench import devices, models
+
+    out: dict = {}
+    if args.what in (None, "models"):
+        out["models"] = []
+        for name in models.builtin_names():
+            spec = models.get(name)
+            out["models"].append({"name": name, "model_type": spec.model_type,
+                                  "parameters": spec.parameter_count(),
+                                  "layers": spec.config.get("num_hidden_layers"),
+                                  "description": spec.description})
+    if args.what in (None, "devices"):
+        inv = devices.discover()
+        out["devices"] = [d.to_dict() for d in (*inv.gpus, inv.cpu)]
+        out["gpu_reason"] = inv.gpu_reason
+    if args.json:
+        print(json.dumps(out, allow_nan=False))
+        return 0
+    for m in out.get("models", []):
+        print(f"model  {m['name']:<16} {m['model_type']:<8} {m['parameters'] / 1e6:9.1f}M "
+              f"params  {m['layers']} layers  {m['description']}")
+    for d in out.get("devices", []):
+        label = f"gpu{d['index']}" if d["kind"] == "cuda" else "cpu"
+        print(f"device {label:<16} {d['name']}")
+    if "devices" in out and out["gpu_reason"]:
+        print(f"(no GPU: {out['gpu_reason']})")
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the CLI; returns the exit code (0 ok, 1 failure, 2 usage error)."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 2
+    try:
+        return args.func(args)
+    except BenchError as exc:
+        _err(f"bench {args.command}", str(exc))
+        return 2

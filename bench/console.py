@@ -1,0 +1,44 @@
+"""Human output: tables of cells on the terminal (SI in files; prefixes only here)."""
+
+from __future__ import annotations
+
+from rich.console import Console
+from rich.table import Table
+
+
+def _fmt(x, digits: int = 3) -> str:
+    if x is None:
+        return "-"
+    if isinstance(x, int):
+        return str(x)
+    return f"{x:.{digits}g}" if abs(x) < 1e4 else f"{x:,.0f}"
+
+
+def cells_table(cells: list[dict], title: str | None = None) -> Table:
+    """One row per cell: the figures the run reports, with method and scope beside them."""
+    t = Table(title=title, header_style="bold")
+    for col, justify in (("model", "left"), ("device", "left"), ("batch", "right"),
+                         ("in/out", "right"), ("status", "left"), ("out tok/s", "right"),
+                         ("energy J", "right"), ("out tok/J", "right"), ("95% CI", "right"),
+                         ("power W", "right"), ("method", "left"), ("scope", "left")):
+        t.add_column(col, justify=justify)
+    for c in cells:
+        f = c.get("figures") or {}
+        u = c.get("uncertainty") or {}
+        ci = u.get("output_tokens_per_j_ci95")
+        method = c.get("energy_method") or "-"
+        if method == "estimate":
+            method = "[yellow]estimate[/yellow]"
+        t.add_row(
+            c["model"], c["device"], str(c["batch_size"]), f"{c['input_len']}/{c['output_len']}",
+            c["status"], _fmt(f.get("output_tokens_per_s")), _fmt(f.get("energy_j")),
+            _fmt(f.get("output_tokens_per_j")),
+            f"{_fmt(ci[0])}-{_fmt(ci[1])}" if ci else "-",
+            _fmt(f.get("mean_power_w")), method, c.get("scope") or "-",
+        )
+    return t
+
+
+def print_table(table: Table, file=None) -> None:
+    """Print a rich table (plain text when not on a terminal)."""
+    Console(file=file, width=140, highlight=False).print(table)

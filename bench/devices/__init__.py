@@ -1,0 +1,130 @@
+"""Devices a sweep can run on: discovery and the --gpu selection."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+
+from bench.errors import BenchError, SensorError
+
+
+@dataclass(frozen=True)
+class Device:
+    """One device a cell runs on.
+
+    Attributes:
+        kind: ``cuda`` or ``cpu``.
+        index: NVML index (as nvidia-smi shows it) for GPUs; None for the CPU.
+        name: model name.
+        uuid: GPU UUID; None for the CPU.
+        info: provenance (driver, power limit, clocks, memory, MIG mode; CPU model).
+    """
+
+    kind: str
+    index: int | None
+    name: str
+    uuid: str | None = None
+    info: dict = field(default_factory=dict, compare=False, hash=False)
+
+    @property
+    def label(self) -> str:
+        """Short label for tables and cell ids: ``gpu0`` or ``cpu``."""
+        return f"gpu{self.index}" if self.kind == "cuda" else "cpu"
+
+    @property
+    def torch_device(self) -> str:
+        """The torch device string (GPU indices match NVML with CUDA_DEVICE_ORDER=PCI_BUS_ID)."""
+        return f"cuda:{self.index}" if self.kind == "cuda" else "cpu"
+
+    def to_dict(self) -> dict:
+        return {"kind": self.kind, "index": self.index, "name": self.name, "uuid": self.uuid,
+                **self.info}
+
+
+@dataclass(frozen=True)
+class Inventory:
+    """What this machine has: GPUs (maybe none, with the reason) and the CPU."""
+
+    gpus: tuple[Device, ...]
+    gpu_reason: str | None
+    cpu: Device
+
+
+def cpu_device() -> Device:
+    """The host CPU as a device."""
+    from bench.devices.cpu import cpu_info
+
+    info = cpu_info()
+    return Device(kind="cpu", index=None, name=info["model"], info=info)
+
+
+def discover() -> Inventory:
+    """Find the GPUs (through NVML) and the CPU. Never raises for a missing GPU."""
+    # CUDA numbers devices fastest-first unless told otherwise; NVML by PCI bus id.
+    # Making CUDA follow the bus order keeps `--gpu 2` the GPU nvidia-smi calls 2.
+    os.environ.setdefault("CUDA_DEVICE_ORDER", "PCI_BUS_ID")
+    from bench.devices import nvml
+
+    gpus: list[Device] = []
+    reason: str | None = None
+    try:
+        for g in nvml.discover():
+            info = g.to_dict()
+            for k in ("index", "uuid", "name"):
+                info.pop(k)
+            gpus.append(Device("cuda", g.index, g.name, g.uuid, info))
+        if not gpus:
+            reason = "NVML reports no GPU"
+    except SensorError as exc:
+        reason = str(exc)
+    return Inventory(tuple(gpus), reason, cpu_device())
+
+
+def parse_gpu_spec(spec: str) -> str | list[int]:
+    """Parse ``--gpu``: ``all``, ``auto``, ``none``/``cpu``, or a list of indices ``0,2``.
+
+    Raises:
+        BenchError: malformed value.
+    """
+    s = spec.strip().lower()
+    if s in ("all", "auto", "none", "cpu"):
+        return "none" if s == "cpu" else s
+    try:
+        indices = [int(p) for p in s.split(",") if p.strip() != ""]
+    except ValueError:
+        raise BenchError(
+            f"invalid --gpu value {spec!r}: use all, auto, none or indices like 0,2") from None
+    if not indices or any(i < 0 for i in indices):
+        raise BenchError(f"invalid --gpu value {spec!r}: indices must be 0 or more")
+    if len(set(indices)) != len(indices):
+        raise BenchError(f"invalid --gpu value {spec!r}: an index appears twice")
+    return indices
+
+
+def select(spec: str, inventory: Inventory) -> tuple[list[Device], str | None]:
+    """The devices ``--gpu spec`` names, and a one-line notice for the user (or None).
+
+    ``auto`` (the default) takes every GPU, or the CPU where there is none, silently;
+    ``all`` takes every GPU and says so when it falls back to the CPU; ``none`` runs on
+    the CPU; indices must exist.
+
+    Raises:
+        BenchError: an index that does not exist.
+    """
+    parsed = parse_gpu_spec(spec)
+    if parsed == "none":
+        return [inventory.cpu], None
+    if parsed in ("all", "auto"):
+        if inventory.gpus:
+            return list(inventory.gpus), None
+        notice = None
+        if parsed == "all":
+            notice = f"no CUDA GPU found ({inventory.gpu_reason}); running on the CPU"
+        return [inventory.cpu], notice
+    by_index = {g.index: g for g in inventory.gpus}
+    missing = [i for i in parsed if i not in by_index]
+    if missing:
+        have = (f"this machine has GPUs {sorted(by_index)}" if by_index
+                else f"this machine has no CUDA GPU ({inventory.gpu_reason})")
+        raise BenchError(f"--gpu {spec}: no GPU {missing[0]}; {have}")
+    return [by_index[i] for i in parsed], None

@@ -1,0 +1,145 @@
+"""Measurement windows on the monotonic clock: energy from counters read at the edges.
+
+A window is [t0, t1] on ``time.monotonic_ns()``; both edges are taken after the device
+is synchronised, so no queued work leaks into or out of the window. The window's energy
+for each source is ``counter(t1) - counter(t0)``. A source that cannot be read gives
+``energy_j = None`` and the reason, never 0.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from bench.errors import SensorError
+
+
+class EnergySource(Protocol):
+    """A cumulative energy reading in J (any origin; only differences are used)."""
+
+    name: str
+    device: str
+    scope: str  # gpu | cpu | dram | node
+    method: str  # counter | power_integration | estimate
+    description: str
+
+    def read_j(self) -> float: ...
+
+
+@dataclass(frozen=True)
+class EnergyReading:
+    """One source's energy over one window; ``energy_j`` is None (with a reason) if unread."""
+
+    source: str
+    device: str
+    scope: str
+    method: str
+    energy_j: float | None
+    reason: str | None = None
+
+    def to_dict(self) -> dict:
+        return {"source": self.source, "device": self.device, "scope": self.scope,
+                "method": self.method, "energy_j": self.energy_j, "reason": self.reason}
+
+
+@dataclass(frozen=True)
+class Measurement:
+    """What one window measured."""
+
+    name: str
+    t0_ns: int
+    t1_ns: int
+    readings: tuple[EnergyReading, ...]
+
+    @property
+    def duration_s(self) -> float:
+        return (self.t1_ns - self.t0_ns) * 1e-9
+
+    def scopes(self) -> list[str]:
+        seen: list[str] = []
+        for r in self.readings:
+            if r.scope not in seen:
+                seen.append(r.scope)
+        return seen
+
+    def energy_j(self, scope: str) -> float | None:
+        """Sum over the sources of one scope; None if any of them is missing."""
+        rs = [r for r in self.readings if r.scope == scope]
+        if not rs or any(r.energy_j is None for r in rs):
+            return None
+        return sum(r.energy_j for r in rs)  # type: ignore[misc]
+
+    def method(self, scope: str) -> str | None:
+        """The scope's method; a mix of methods reports the weakest (estimate < integration)."""
+        methods = {r.method for r in self.readings if r.scope == scope}
+        for m in ("estimate", "power_integration", "counter"):
+            if m in methods:
+                return m
+        return None
+
+    def reason(self, scope: str) -> str | None:
+        """Why the scope's energy is missing, or None."""
+        reasons = [r.reason for r in self.readings if r.scope == scope and r.reason]
+        if not any(r.scope == scope for r in self.readings):
+            return f"no {scope} sensor"
+        return "; ".join(reasons) or None
+
+
+@dataclass
+class Window:
+    """Handle yielded by :meth:`Meter.window`; ``result`` is set when the block exits."""
+
+    name: str
+    result: Measurement | None = field(default=None)
+
+
+def _read(source: EnergySource) -> tuple[float | None, str | None]:
+    try:
+        return float(source.read_j()), None
+    except SensorError as exc:
+        return None, str(exc)
+
+
+class Meter:
+    """Reads a set of energy sources at synchronised window edges.
+
+    Args:
+        sources: energy sources (GPU counters, RAPL zones, estimates).
+        sync: called before each edge is taken (``torch.cuda.synchronize`` on a GPU).
+        clock_ns: the monotonic clock (replaceable in tests).
+    """
+
+    def __init__(self, sources: Sequence[EnergySource], sync: Callable[[], None] | None = None,
+                 clock_ns: Callable[[], int] = time.monotonic_ns) -> None:
+        self.sources = list(sources)
+        self._sync = sync or (lambda: None)
+        self._clock_ns = clock_ns
+
+    def _edge(self) -> tuple[int, list[tuple[float | None, str | None]]]:
+        self._sync()
+        t_ns = self._clock_ns()
+        return t_ns, [_read(s) for s in self.sources]
+
+    @contextmanager
+    def window(self, name: str) -> Iterator[Window]:
+        """Measure the block; ``w.result`` holds the :class:`Measurement` afterwards.
+
+        If the block raises, no measurement is made and the exception propagates.
+        """
+        handle = Window(name)
+        t0, r0 = self._edge()
+        yield handle
+        t1, r1 = self._edge()
+        readings = []
+        for s, (e0, why0), (e1, why1) in zip(self.sources, r0, r1, strict=True):
+            if e0 is None or e1 is None:
+                energy, reason = None, why0 or why1
+            elif e1 < e0:
+                energy, reason = None, f"{s.name}: counter went backwards (reset?)"
+            else:
+                energy, reason = e1 - e0, None
+            readings.append(EnergyReading(s.name, s.device, s.scope, s.method, energy, reason))
+        handle.result = Measurement(name, t0, t1, tuple(readings))

@@ -1,0 +1,1 @@
+"""Result documents: schema, durable io, and (later) validation and the empirical table."""
