@@ -1,0 +1,131 @@
+"""NumPy twins of kernels.trace: the same definitions, vectorised, for tests and checks.
+
+Each function has the signature and result of its namesake in :mod:`bench.kernels.trace`
+(see that module's docstring for the conventions). They favour clarity over memory.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from bench.kernels import checks
+
+
+def _rel_s(x, t_first) -> np.ndarray:
+    return (np.asarray(x, dtype=np.int64) - t_first) * 1e-9
+
+
+def counter_cumulative_j(t_ns, energy_j, q_ns) -> np.ndarray:
+    t = checks.times(t_ns)
+    e = checks.values(energy_j, t.shape[0], "energy_j")
+    q = checks.times(np.atleast_1d(np.asarray(q_ns)), "query times")
+    out = np.full(q.shape[0], np.nan)
+    if t.size == 0 or q.size == 0:
+        return out
+    steps = np.diff(e)
+    offset = np.concatenate(([0.0], np.cumsum(np.where(steps < 0, e[:-1], 0.0))))
+    val = e + offset
+    changed = np.flatnonzero(np.diff(val) != 0) + 1
+    ut = _rel_s(t[changed], t[0])
+    ue = val[changed]
+    if ut.size:  # equal timestamps: keep the last value
+        keep = np.append(ut[1:] != ut[:-1], True)
+        ut, ue = ut[keep], ue[keep]
+    inside = (q >= t[0]) & (q <= t[-1])
+    qs = _rel_s(q, t[0])
+    k = ut.size
+    if k == 0:
+        res = np.full(q.shape[0], e[0])
+    elif k == 1:
+        res = np.where(qs < ut[0], e[0], ue[0])
+    else:
+        res = np.interp(qs, ut, ue)
+        s_first = (ue[1] - ue[0]) / (ut[1] - ut[0])
+        s_last = (ue[-1] - ue[-2]) / (ut[-1] - ut[-2])
+        before, after = qs < ut[0], qs >= ut[-1]
+        res[before] = ue[0] + s_first * (qs[before] - ut[0])
+        res[after] = ue[-1] + s_last * (qs[after] - ut[-1])
+    out[inside] = res[inside]
+    return out
+
+
+def counter_energy_j(t_ns, energy_j, t0_ns: int, t1_ns: int) -> float:
+    if t1_ns < t0_ns:
+        raise ValueError("t1_ns is before t0_ns")
+    c = counter_cumulative_j(t_ns, energy_j, [t0_ns, t1_ns])
+    return float(c[1] - c[0])
+
+
+def power_cumulative_j(t_ns, power_w, q_ns) -> np.ndarray:
+    t = checks.times(t_ns)
+    p = checks.values(power_w, t.shape[0], "power_w")
+    q = checks.times(np.atleast_1d(np.asarray(q_ns)), "query times")
+    n = t.shape[0]
+    if n == 0:
+        return np.full(q.shape[0], np.nan)
+    if n == 1:
+        return np.zeros(q.shape[0])
+    h = np.diff(t) * 1e-9
+    cum = np.concatenate(([0.0], np.cumsum(0.5 * (p[1:] + p[:-1]) * h)))
+    qc = np.clip(q, t[0], t[-1])
+    i = np.clip(np.searchsorted(t, qc, side="right") - 1, 0, n - 2)
+    d = (qc - t[i]) * 1e-9
+    hi = h[i]
+    safe = np.where(hi > 0, hi, 1.0)
+    part = np.where(hi > 0, p[i] * d + 0.5 * (p[i + 1] - p[i]) * d * d / safe, 0.0)
+    return cum[i] + part
+
+
+def power_energy_j(t_ns, power_w, t0_ns: int, t1_ns: int) -> tuple[float, float, float]:
+    if t1_ns < t0_ns:
+        raise ValueError("t1_ns is before t0_ns")
+    t = checks.times(t_ns)
+    c = power_cumulative_j(t, power_w, [t0_ns, t1_ns])
+    if t.size == 0 or t1_ns <= t0_ns:
+        gap, covered = float("nan"), 0.0
+    else:
+        lo, hi = max(t0_ns, t[0]), min(t1_ns, t[-1])
+        covered = max(0.0, (hi - lo) * 1e-9) / ((t1_ns - t0_ns) * 1e-9)
+        inner = t[(t > t0_ns) & (t < t1_ns)]
+        edges = np.concatenate(([t0_ns], inner, [t1_ns]))
+        gap = float(np.max(np.diff(edges)) * 1e-9)
+    energy = float(c[1] - c[0]) if covered > 0 or t1_ns == t0_ns else float("nan")
+    return energy, gap, float(covered)
+
+
+def segment_energy_j(t_ns, values, marks_ns, kind: str = "power") -> np.ndarray:
+    if kind == "power":
+        return np.diff(power_cumulative_j(t_ns, values, marks_ns))
+    if kind == "counter":
+        return np.diff(counter_cumulative_j(t_ns, values, marks_ns))
+    raise ValueError("kind must be 'power' or 'counter'")
+
+
+def update_period_s(t_ns, values) -> float:
+    t = checks.times(t_ns)
+    x = checks.values(values, t.shape[0], "values")
+    idx = np.flatnonzero(np.diff(x) != 0) + 1
+    if idx.size < 2:
+        return float("nan")
+    return float(np.median(np.diff(t[idx]) * 1e-9))
+
+
+def steady_window(t_ns, rate, rel_tolerance: float) -> tuple[int, int, float]:
+    if not rel_tolerance >= 0:
+        raise ValueError("rel_tolerance must be 0 or more")
+    t = checks.times(t_ns)
+    x = checks.values(rate, t.shape[0], "rate")
+    if x.size == 0:
+        return 0, 0, 0.0
+    med = float(np.median(x))
+    band = abs(med) * rel_tolerance
+    ok = (x >= med - band) & (x <= med + band)
+    padded = np.concatenate(([False], ok, [False])).astype(np.int8)
+    starts = np.flatnonzero(np.diff(padded) == 1)
+    ends = np.flatnonzero(np.diff(padded) == -1)
+    if starts.size == 0:
+        return 0, 0, 0.0
+    lengths = ends - starts
+    b = int(np.argmax(lengths))  # first longest, as the loop keeps the first
+    i0, i1 = int(starts[b]), int(ends[b])
+    return i0, i1, float((t[i1 - 1] - t[i0]) * 1e-9)
