@@ -1,9 +1,12 @@
-"""Measurement windows on the monotonic clock: energy from counters read at the edges.
+"""Measurement windows on the monotonic clock: energy from counters at the edges.
 
 A window is [t0, t1] on ``time.monotonic_ns()``; both edges are taken after the device
 is synchronised, so no queued work leaks into or out of the window. The window's energy
-for each source is ``counter(t1) - counter(t0)``. A source that cannot be read gives
-``energy_j = None`` and the reason, never 0.
+for each source is ``counter(t1) - counter(t0)``. Where a :class:`~bench.sampler.Sampler`
+runs, a GPU's counter is instead interpolated at the edges between the counter's actual
+update times (so a counter that refreshes every 100 ms still gives exact edges), and a
+GPU without a counter gets its sampled power integrated (method ``power_integration``).
+A source that cannot be read gives ``energy_j = None`` and the reason, never 0.
 """
 
 from __future__ import annotations
@@ -39,10 +42,12 @@ class EnergyReading:
     method: str
     energy_j: float | None
     reason: str | None = None
+    stats: dict | None = None  # sample statistics where a sampler ran
 
     def to_dict(self) -> dict:
         return {"source": self.source, "device": self.device, "scope": self.scope,
-                "method": self.method, "energy_j": self.energy_j, "reason": self.reason}
+                "method": self.method, "energy_j": self.energy_j, "reason": self.reason,
+                "stats": self.stats}
 
 
 @dataclass(frozen=True)
@@ -110,16 +115,26 @@ class Meter:
         sources: energy sources (GPU counters, RAPL zones, estimates).
         sync: called before each edge is taken (``torch.cuda.synchronize`` on a GPU).
         clock_ns: the monotonic clock (replaceable in tests).
+        sampler: a running sampler of the GPU sources (those with an ``index``).
+        settle_s: after the window, wait until the sampler has samples this far past t1,
+            so the counter's next update after the edge is seen (NVML counters refresh
+            every 20-100 ms).
     """
 
     def __init__(self, sources: Sequence[EnergySource], sync: Callable[[], None] | None = None,
-                 clock_ns: Callable[[], int] = time.monotonic_ns) -> None:
+                 clock_ns: Callable[[], int] = time.monotonic_ns, sampler=None,
+                 settle_s: float = 0.15) -> None:
         self.sources = list(sources)
         self._sync = sync or (lambda: None)
         self._clock_ns = clock_ns
+        self.sampler = sampler
+        self.settle_s = settle_s
 
     def _edge(self) -> tuple[int, list[tuple[float | None, str | None]]]:
         self._sync()
+        if self.sampler is not None and self.sampler.running:
+            # the trace must hold a sample before the edge to interpolate at it
+            self.sampler.wait_past(self._clock_ns(), timeout_s=0.5)
         t_ns = self._clock_ns()
         return t_ns, [_read(s) for s in self.sources]
 
@@ -142,4 +157,17 @@ class Meter:
             else:
                 energy, reason = e1 - e0, None
             readings.append(EnergyReading(s.name, s.device, s.scope, s.method, energy, reason))
+        if self.sampler is not None and self.sampler.running:
+            readings = self._from_traces(readings, t0, t1)
         handle.result = Measurement(name, t0, t1, tuple(readings))
+
+    def _from_traces(self, readings: list[EnergyReading], t0: int, t1: int):
+        from bench.sampler import sampled_energy
+
+        self.sampler.wait_past(t1 + int(self.settle_s * 1e9))
+        traces = {tr.index: tr for tr in self.sampler.traces()}
+        out = []
+        for s, r in zip(self.sources, readings, strict=True):
+            tr = traces.get(getattr(s, "index", None))
+            out.append(sampled_energy(tr, t0, t1, r) if tr is not None else r)
+        return out

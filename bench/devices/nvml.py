@@ -204,3 +204,45 @@ class NvmlEnergySource:
         if not self._closed:
             self._closed = True
             shutdown()
+
+
+def handle_address(h) -> int:
+    """The NVML device handle as an integer: the pointer NVML's C functions expect."""
+    import ctypes
+
+    return int(ctypes.cast(h, ctypes.c_void_p).value)
+
+
+def function_addresses(names) -> dict[str, int]:
+    """Addresses of NVML C functions in the library pynvml loaded (after :func:`init`).
+
+    Raises:
+        NoSensor: the library lacks one of them.
+    """
+    import ctypes
+
+    lib = pynvml.nvmlLib
+    if lib is None:
+        raise SensorError("NVML is not initialised")
+    out = {}
+    for name in names:
+        try:
+            out[name] = int(ctypes.cast(getattr(lib, name), ctypes.c_void_p).value)
+        except AttributeError:
+            raise NoSensor(f"the NVML library lacks {name}") from None
+    return out
+
+
+def supported(h) -> dict[str, bool]:
+    """Which readings this GPU answers: energy counter, power usage, fields 186 and 185."""
+    out = {}
+    for key, fn in (("energy_counter", lambda: read_energy_j(h)),
+                    ("power_usage", lambda: read_power_w(h)),
+                    ("power_instant_field", lambda: read_field_power_w(h, FIELD_POWER_INSTANT)),
+                    ("power_average_field", lambda: read_field_power_w(h, FIELD_POWER_AVERAGE))):
+        try:
+            fn()
+            out[key] = True
+        except SensorError:
+            out[key] = False
+    return out

@@ -1,0 +1,290 @@
+"""Runs the numba NVML sampling loop on a thread for one or more GPUs and owns its buffers.
+
+The loop (``bench.kernels.sampling.sample_loop``) releases the GIL, so sampling keeps its
+rate while Python code runs in the main thread. Buffers are chunks: when one fills, the
+thread appends it and starts the loop on a new one with the same deadline grid, so a long
+run grows memory (about 40 bytes per sample per GPU) instead of losing samples. The
+thread is always stopped and joined: by the context manager, by :meth:`Sampler.stop`, at
+interpreter exit, and before a fork, so no raw-pointer write can outlive its arrays.
+"""
+
+from __future__ import annotations
+
+import atexit
+import os
+import threading
+import time
+import weakref
+from dataclasses import dataclass
+
+import numpy as np
+
+from bench.devices import nvml
+from bench.errors import SensorError
+from bench.kernels import sampling
+
+_live: weakref.WeakSet = weakref.WeakSet()
+
+
+def _stop_all() -> None:
+    for s in list(_live):
+        s.stop()
+
+
+atexit.register(_stop_all)
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(before=_stop_all)
+
+
+@dataclass(frozen=True)
+class Trace:
+    """One GPU's samples (copies; safe to keep). Times are CLOCK_MONOTONIC ns."""
+
+    index: int
+    t_ns: np.ndarray
+    energy_j: np.ndarray
+    power_w: np.ndarray
+    latency_ns: np.ndarray
+    energy_status: np.ndarray
+    power_status: np.ndarray
+
+    def __len__(self) -> int:
+        return int(self.t_ns.shape[0])
+
+    def energy_valid(self) -> tuple[np.ndarray, np.ndarray]:
+        """(t_ns, energy_j) of the samples whose counter read succeeded."""
+        ok = self.energy_status == 0
+        return self.t_ns[ok], self.energy_j[ok]
+
+    def power_valid(self) -> tuple[np.ndarray, np.ndarray]:
+        """(t_ns, power_w) of the samples whose power read succeeded."""
+        ok = self.power_status == 0
+        return self.t_ns[ok], self.power_w[ok]
+
+    def last_error(self) -> int | None:
+        """The latest non-success NVML code of the energy or power reads, if any."""
+        bad = np.concatenate([self.energy_status[self.energy_status > 0],
+                              self.power_status[self.power_status > 0]])
+        return int(bad[-1]) if bad.size else None
+
+
+POWER_MODES = {"instant": sampling.POWER_INSTANT, "average": sampling.POWER_AVERAGE,
+               "usage": sampling.POWER_USAGE, "none": sampling.POWER_NONE}
+
+
+class Sampler:
+    """Samples energy counter and power of GPUs (NVML indices) at ``rate_hz``.
+
+    Args:
+        indices: NVML indices of the GPUs.
+        rate_hz: target samples per second per GPU.
+        power: ``auto`` (field 186 where supported, else nvmlDeviceGetPowerUsage),
+            ``instant``, ``average``, ``usage`` or ``none``.
+        chunk: samples per buffer chunk.
+    """
+
+    def __init__(self, indices: list[int], rate_hz: float = 1000.0, power: str = "auto",
+                 chunk: int = 65536) -> None:
+        if not rate_hz > 0:
+            raise ValueError("rate_hz must be positive")
+        if power != "auto" and power not in POWER_MODES:
+            raise ValueError(f"unknown power mode {power!r}")
+        self.indices = list(indices)
+        self.rate_hz = float(rate_hz)
+        self.period_ns = max(1, int(round(1e9 / rate_hz)))
+        self.power = power
+        self.chunk = int(chunk)
+        self.supported: dict[int, dict[str, bool]] = {}
+        self._thread: threading.Thread | None = None
+        self._lock = threading.Lock()
+        self._chunks: list[tuple] = []
+        self._current: tuple | None = None
+        self._stop = np.zeros(1, np.int64)
+        self._progress = np.zeros(1, np.int64)
+        self._lost = np.zeros(len(self.indices), np.int64)
+        self._error: BaseException | None = None
+        self._nvml_held = False
+        self.started_ns: int | None = None
+
+    # -- lifecycle ----------------------------------------------------------------
+    def start(self) -> Sampler:
+        """Initialise NVML, bind the loop, compile it (outside any window) and start."""
+        if self._thread is not None:
+            raise RuntimeError("sampler already started")
+        nvml.init()
+        self._nvml_held = True
+        try:
+            handles = [nvml.handle(i) for i in self.indices]
+            sampling.bind(nvml.function_addresses(sampling.NVML_FUNCTIONS))
+            modes, energy = [], []
+            for i, h in zip(self.indices, handles, strict=True):
+                sup = nvml.supported(h)
+                self.supported[i] = sup
+                energy.append(1 if sup["energy_counter"] else 0)
+                modes.append(self._power_mode(sup))
+            self._handles = np.array([nvml.handle_address(h) for h in handles], np.int64)
+            self._modes = np.array(modes, np.int64)
+            self._energy = np.array(energy, np.int64)
+            self._warm_up()
+        except BaseException:
+            self._release()
+            raise
+        self._stop[0] = 0
+        self.started_ns = time.monotonic_ns()
+        self._thread = threading.Thread(target=self._run, name="joulebench-sampler",
+                                        daemon=True)
+        _live.add(self)
+        self._thread.start()
+        return self
+
+    def _power_mode(self, sup: dict[str, bool]) -> int:
+        if self.power == "auto":
+            if sup["power_instant_field"]:
+                return sampling.POWER_INSTANT
+            return sampling.POWER_USAGE if sup["power_usage"] else sampling.POWER_NONE
+        return POWER_MODES[self.power]
+
+    def _new_chunk(self, n: int) -> tuple:
+        d = len(self.indices)
+        return (np.zeros((d, n), np.int64), np.full((d, n), np.nan), np.full((d, n), np.nan),
+                np.zeros((d, n), np.int64), np.full((d, n), -1, np.int32),
+                np.full((d, n), -1, np.int32))
+
+    def _warm_up(self) -> None:
+        # One real tick on a one-sample buffer: compiles or loads the cached loop now,
+        # not inside a measured window.
+        bufs = self._new_chunk(1)
+        stop = np.zeros(1, np.int64)
+        sampling.sample_loop(self._handles, self._modes, self._energy, self.period_ns,
+                             time.monotonic_ns(), stop, np.zeros(1, np.int64), *bufs,
+                             np.zeros(len(self.indices), np.int64))
+
+    def _run(self) -> None:
+        deadline = time.monotonic_ns()
+        try:
+            while self._stop[0] == 0:
+                bufs = self._new_chunk(self.chunk)
+                with self._lock:
+                    self._current = bufs
+                    self._progress[0] = 0
+                n, deadline = sampling.sample_loop(
+                    self._handles, self._modes, self._energy, self.period_ns, deadline,
+                    self._stop, self._progress, *bufs, self._lost)
+                with self._lock:
+                    self._chunks.append(tuple(a[:, :n] for a in bufs))
+                    self._current = None
+        except BaseException as exc:  # surfaced by stop()/traces(); never silently lost
+            self._error = exc
+
+    def stop(self) -> None:
+        """Stop and join the thread, then release NVML. Safe to call twice."""
+        t = self._thread
+        if t is not None:
+            self._stop[0] = 1
+            t.join()
+            self._thread = None
+        _live.discard(self)
+        self._release()
+
+    def _release(self) -> None:
+        if self._nvml_held:
+            self._nvml_held = False
+            nvml.shutdown()
+
+    def __enter__(self) -> Sampler:
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+    @property
+    def running(self) -> bool:
+        return self._thread is not None
+
+    # -- data -----------------------------------------------------------------------
+    def traces(self) -> list[Trace]:
+        """Everything sampled so far, one :class:`Trace` per GPU (a consistent snapshot)."""
+        if self._error is not None:
+            raise SensorError(f"sampler failed: {self._error}")
+        with self._lock:
+            parts = list(self._chunks)
+            if self._current is not None:
+                n = int(self._progress[0])
+                parts.append(tuple(a[:, :n].copy() for a in self._current))
+        out = []
+        for d, idx in enumerate(self.indices):
+            cols = [np.concatenate([p[c][d] for p in parts]) if parts else
+                    np.zeros(0, dt) for c, dt in enumerate(
+                        (np.int64, np.float64, np.float64, np.int64, np.int32, np.int32))]
+            out.append(Trace(idx, *cols))
+        return out
+
+    def wait_past(self, t_ns: int, timeout_s: float = 2.0) -> bool:
+        """Block until every GPU has a sample after ``t_ns`` (or the timeout); True if so."""
+        end = time.monotonic() + timeout_s
+        while time.monotonic() < end:
+            if not self.running:
+                return False
+            with self._lock:
+                cur = self._current
+                n = int(self._progress[0])
+                if cur is not None and n > 0 and cur[0][:, n - 1].min() > t_ns:
+                    return True
+            time.sleep(0.002)
+        return False
+
+    def lost(self) -> dict[int, bool]:
+        """Which GPUs reported GPU_IS_LOST."""
+        return {i: bool(self._lost[d]) for d, i in enumerate(self.indices)}
+
+
+def _nvml_reason(code: int | None) -> str:
+    names = {15: "GPU is lost", 3: "not supported", 1: "NVML uninitialised"}
+    return names.get(code, f"NVML error {code}") if code is not None else "no samples"
+
+
+def window_stats(tr: Trace, t0: int, t1: int) -> dict:
+    """Samples inside [t0, t1]: count, achieved rate, mean and max sampled power."""
+    inside = (tr.t_ns >= t0) & (tr.t_ns <= t1)
+    n = int(inside.sum())
+    dur = (t1 - t0) * 1e-9
+    p = tr.power_w[inside & (tr.power_status == 0)]
+    return {"samples": n, "sample_rate_hz": n / dur if dur > 0 else None,
+            "mean_power_w": float(p.mean()) if p.size else None,
+            "max_power_w": float(p.max()) if p.size else None}
+
+
+def sampled_energy(tr: Trace, t0: int, t1: int, edge):
+    """A GPU's window energy from its trace, falling back to the edge reading ``edge``.
+
+    Counter first (interpolated at the edges between update times); then integrated
+    power where the GPU has no counter and the samples cover the window; else the edge
+    reading, or None with the reason.
+    """
+    from dataclasses import replace
+
+    from bench.kernels import trace as K
+
+    stats = window_stats(tr, t0, t1)
+    te, ee = tr.energy_valid()
+    if te.size >= 2 and te[0] <= t0 and te[-1] >= t1:
+        e = K.counter_energy_j(te, ee, t0, t1)
+        if e == e and e >= 0:  # not NaN
+            stats["counter_edges"] = "interpolated"
+            return replace(edge, energy_j=e, method="counter", reason=None, stats=stats)
+    if edge.energy_j is not None:
+        stats["counter_edges"] = "read"
+        return replace(edge, stats=stats)
+    tp, pw = tr.power_valid()
+    if tp.size >= 2:
+        e, gap_s, covered = K.power_energy_j(tp, pw, t0, t1)
+        stats.update(largest_gap_s=gap_s, covered_fraction=covered)
+        if covered >= 0.999 and e == e:
+            return replace(edge, energy_j=e, method="power_integration", reason=None,
+                           stats=stats)
+        reason = (f"power samples cover {covered:.1%} of the window "
+                  f"(largest gap {gap_s:.3f} s; {_nvml_reason(tr.last_error())})")
+        return replace(edge, energy_j=None, method="power_integration", reason=reason,
+                       stats=stats)
+    reason = edge.reason or _nvml_reason(tr.last_error())
+    return replace(edge, energy_j=None, reason=reason, stats=stats)

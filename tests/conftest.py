@@ -1,0 +1,71 @@
+"""Shared fixtures: the stand-in libnvidia-ml.so.1, built with gcc, and its ground truth."""
+
+from __future__ import annotations
+
+import ctypes
+import math
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+HERE = Path(__file__).resolve().parent
+FAKE_SRC = HERE / "fake_nvml" / "fake_nvml.c"
+
+
+def build_fake_nvml(out_dir: Path) -> Path:
+    """Compile the stand-in library into out_dir/libnvidia-ml.so.1 (SONAME included)."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    lib = out_dir / "libnvidia-ml.so.1"
+    if lib.exists() and lib.stat().st_mtime >= FAKE_SRC.stat().st_mtime:
+        return lib
+    tmp = out_dir / f".lib-{os.getpid()}.so"
+    subprocess.run([shutil.which("gcc") or "gcc", "-O2", "-shared", "-fPIC",
+                    "-Wl,-soname,libnvidia-ml.so.1", "-o", str(tmp), str(FAKE_SRC), "-lm"],
+                   check=True, capture_output=True, text=True)
+    os.replace(tmp, lib)
+    return lib
+
+
+@pytest.fixture(scope="session")
+def fake_nvml_dir() -> Path:
+    """Folder holding the built stand-in (for LD_LIBRARY_PATH in subprocesses)."""
+    if shutil.which("gcc") is None:
+        pytest.skip("gcc is missing: cannot build the stand-in libnvidia-ml.so.1")
+    return build_fake_nvml(HERE / "_build").parent
+
+
+@pytest.fixture
+def fake_nvml(fake_nvml_dir, monkeypatch):
+    """Install the stand-in in this process; call it with a device spec to configure.
+
+    The spec is FAKE_NVML_DEVICES (see tests/fake_nvml/fake_nvml.c). Once loaded, the
+    library stays in the process (dlopen finds it by SONAME); after the test the spec is
+    cleared, so it shows no GPU.
+    """
+    import pynvml
+
+    from bench.devices import nvml
+
+    lib_path = fake_nvml_dir / "libnvidia-ml.so.1"
+    if pynvml.nvmlLib is None:
+        pynvml.nvmlLib = ctypes.CDLL(str(lib_path), mode=ctypes.RTLD_GLOBAL)
+        pynvml._nvmlGetFunctionPointer_cache.clear()
+    assert nvml._init_count == 0, "a previous test left NVML initialised"
+
+    def configure(spec: str):
+        monkeypatch.setenv("FAKE_NVML_DEVICES", spec)
+        return spec
+
+    yield configure
+    assert nvml._init_count == 0, "the test left NVML initialised"
+    monkeypatch.delenv("FAKE_NVML_DEVICES", raising=False)
+
+
+def true_energy_j(t_s: float, base_w: float = 300.0, amp_w: float = 0.0,
+                  period_s: float = 1.0) -> float:
+    """The stand-in's exact cumulative energy at CLOCK_MONOTONIC time t_s."""
+    return base_w * t_s + amp_w * period_s / (2 * math.pi) * (
+        1 - math.cos(2 * math.pi * t_s / period_s))
