@@ -57,8 +57,9 @@ def test_kernel_speed(benchmark, trace, name, impl):
     benchmark.group = name
     benchmark.extra_info.update(samples=N, marks=M)
     benchmark.pedantic(fn, rounds=3, iterations=1, warmup_rounds=0)
-    gb = N * 16 / 1e9  # timestamps and values read once
-    benchmark.extra_info["effective_gb_per_s"] = gb / benchmark.stats.stats.min
+    if benchmark.stats is not None:  # None under --benchmark-disable
+        gb = N * 16 / 1e9  # timestamps and values read once
+        benchmark.extra_info["effective_gb_per_s"] = gb / benchmark.stats.stats.min
 
 
 def test_numba_over_numpy_ratio(trace, capsys):
