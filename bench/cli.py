@@ -107,6 +107,33 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--quiet", action="store_true", help="no per-cell progress lines")
     r.set_defaults(func=cmd_run)
 
+    me = sub.add_parser("measure", help="measure the GPU and CPU energy of any command",
+                        description="Run a command and measure GPU energy (NVML, sampled "
+                        "by the numba loop) and CPU energy over its whole life. The exit "
+                        "code is the command's.")
+    me.add_argument("--gpu", type=_gpu, default="all",
+                    help="all (default) | none | NVML indices such as 0,1")
+    me.add_argument("--rate-hz", type=_positive_float, default=1000.0,
+                    help="samples per second per GPU (default 1000)")
+    me.add_argument("--cpu-w-per-thread", type=_positive_float, default=None,
+                    help="assumed W per busy logical CPU where RAPL is unreadable (default 4)")
+    me.add_argument("--json", action="store_true",
+                    help="end stdout with one JSON object of the measurement")
+    me.add_argument("cmd", nargs=argparse.REMAINDER, metavar="-- COMMAND [ARGS...]",
+                    help="the command to run, after --")
+    me.set_defaults(func=cmd_measure)
+
+    pr = sub.add_parser("probe", help="what each GPU's power sensors can resolve",
+                        description="Per GPU: supported readings, NVML call latency "
+                        "(p50/p99), and the update periods of the energy counter and "
+                        "the power fields, sampled at 1 kHz.")
+    pr.add_argument("--gpu", type=_gpu, default="all",
+                    help="all (default) | NVML indices such as 0,1")
+    pr.add_argument("--duration-s", type=_positive_float, default=1.5,
+                    help="sampling time per reading (default 1.5)")
+    pr.add_argument("--json", action="store_true", help="end stdout with one JSON object")
+    pr.set_defaults(func=cmd_probe)
+
     ls = sub.add_parser("list", help="list built-in models or the devices of this machine",
                         description="List built-in models (with parameter counts) or "
                         "the devices a run can use.")
@@ -170,6 +197,62 @@ def cmd_run(args: argparse.Namespace) -> int:
         print(json.dumps({"run_id": run.run_id, "result": str(path), "cells": [
             {k: c[k] for k in ("cell_id", "status", "energy_method", "scope", "figures")}
             for c in run.cells]}, allow_nan=False))
+    return 0
+
+
+def _fmt(x, unit: str = "", digits: int = 4) -> str:
+    return "-" if x is None else f"{x:.{digits}g}{unit}"
+
+
+def cmd_measure(args: argparse.Namespace) -> int:
+    """``bench measure -- CMD``: energy of a command; exits with the command's code."""
+    from bench.measure import measure_command
+
+    argv = list(args.cmd)
+    if argv and argv[0] == "--":
+        argv = argv[1:]
+    rep = measure_command(argv, gpu=args.gpu, rate_hz=args.rate_hz,
+                          w_per_thread=args.cpu_w_per_thread,
+                          notify=lambda line: sys.stderr.write(f"bench measure: {line}\n"))
+    print(f"duration {rep['duration_s']:.3f} s, exit code {rep['exit_code']}")
+    for d in rep["devices"]:
+        print(f"gpu{d['index']} {d['name']}: {_fmt(d['energy_j'], ' J')} ({d['method']}), "
+              f"mean {_fmt(d['mean_power_w'], ' W')}, max {_fmt(d['max_power_w'], ' W')}, "
+              f"{d['samples']} samples at {_fmt(d['sample_rate_hz'], ' Hz')}"
+              + (f" [{d['reason']}]" if d["reason"] else ""))
+    for scope in ("cpu", "dram"):
+        r = rep[scope]
+        print(f"{scope}: {_fmt(r['energy_j'], ' J')} ({r['method'] or 'not measured'})"
+              + (f" [{r['reason']}]" if r["reason"] else ""))
+    if args.json:
+        print(json.dumps(rep, allow_nan=False))
+    return rep["exit_code"] if rep["exit_code"] is not None else 1
+
+
+def cmd_probe(args: argparse.Namespace) -> int:
+    """``bench probe``: sensor facts per GPU."""
+    from bench import devices
+    from bench.probe import probe_gpu
+
+    inv = devices.discover()
+    if not inv.gpus:
+        raise BenchError(f"no GPU to probe ({inv.gpu_reason})")
+    gpus, _ = devices.select(args.gpu, inv)
+    if any(g.kind != "cuda" for g in gpus):
+        raise BenchError("bench probe needs GPUs; --gpu none has nothing to probe")
+    results = [probe_gpu(g.index, duration_s=args.duration_s) for g in gpus]
+    for r in results:
+        sup = ", ".join(k for k, v in r["supported"].items() if v) or "nothing"
+        print(f"gpu{r['index']} {r['name']}: supports {sup}")
+        print(f"  energy counter update period {_fmt(r['energy_counter_update_period_s'], ' s')}"
+              f"; power instant {_fmt(r['power_instant_update_period_s'], ' s')}"
+              f", average {_fmt(r['power_average_update_period_s'], ' s')}"
+              f", usage {_fmt(r['power_usage_update_period_s'], ' s')}")
+        print(f"  NVML call latency p50 {_fmt(r['call_latency_p50_us'], ' us')}, "
+              f"p99 {_fmt(r['call_latency_p99_us'], ' us')}; sampled at "
+              f"{_fmt(r['sample_rate_hz'], ' Hz')}")
+    if args.json:
+        print(json.dumps({"devices": results}, allow_nan=False))
     return 0
 
 

@@ -125,6 +125,25 @@ def energy_sources(device: Device, config: SweepConfig) -> tuple[list, list[dict
     return srcs, missing
 
 
+IDLE_WINDOW_S = 3.0
+
+
+def measure_idle(device: Device, meter: Meter, seconds: float = IDLE_WINDOW_S) -> dict:
+    """The device's idle power before the sweep: a window with nothing running on it.
+
+    Reported beside the cells (incremental figures subtract it); never subtracted from
+    the plain ones.
+    """
+    with meter.window(f"idle-{device.label}") as w:
+        time.sleep(seconds)
+    m = w.result
+    scope = _primary_scope(device)
+    e = m.energy_j(scope)
+    return {"device": device.label, "scope": scope, "duration_s": m.duration_s,
+            "energy_j": e, "power_w": e / m.duration_s if e is not None else None,
+            "method": m.method(scope), "reason": m.reason(scope) if e is None else None}
+
+
 def _sync_for(device: Device) -> Callable[[], None] | None:
     if device.kind != "cuda":
         return None
@@ -209,6 +228,7 @@ class Run:
     started_utc: str = field(default_factory=provenance.utc_now)
     cells: list[dict] = field(default_factory=list)
     sources: list[dict] = field(default_factory=list)
+    idle: list[dict] = field(default_factory=list)
 
     @property
     def journal(self) -> Path:
@@ -237,6 +257,7 @@ class Run:
             "config": self.config.to_dict(),
             "devices": [d.to_dict() for d in self.devices],
             "energy_sources": self.sources,
+            "idle": self.idle,
             "cells": self.cells,
             "summary": {
                 "cells": len(self.cells),
@@ -297,7 +318,16 @@ def _execute(run: Run, on_cell: Callable[[dict], None]) -> None:
         run.sources.extend([{"device": dev.label, "name": s.name, "scope": s.scope,
                              "method": s.method, "description": s.description} for s in srcs])
         run.sources.extend([{"device": dev.label, **m} for m in missing])
-        meter = Meter(srcs, sync=_sync_for(dev))
+        sampler = None
+        if dev.kind == "cuda":
+            from bench.sampler import Sampler
+
+            # Sampled at 1 kHz for the whole device's cells: window edges are then
+            # interpolated between the counter's updates, not read from a stale counter.
+            sampler = Sampler([dev.index], rate_hz=1000.0).start()
+        meter = Meter(srcs, sync=_sync_for(dev), sampler=sampler)
+        if dev.kind == "cuda":
+            run.idle.append(measure_idle(dev, meter))
         absent = {m["scope"]: m["reason"] for m in missing
                   if not any(s.scope == m["scope"] for s in srcs)}
         try:
@@ -322,6 +352,8 @@ def _execute(run: Run, on_cell: Callable[[dict], None]) -> None:
                 on_cell(rec)
         finally:
             built.clear()
+            if sampler is not None:
+                sampler.stop()
             for s in srcs:
                 close = getattr(s, "close", None)
                 if close:
