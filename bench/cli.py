@@ -214,16 +214,9 @@ def cmd_measure(args: argparse.Namespace) -> int:
     rep = measure_command(argv, gpu=args.gpu, rate_hz=args.rate_hz,
                           w_per_thread=args.cpu_w_per_thread,
                           notify=lambda line: sys.stderr.write(f"bench measure: {line}\n"))
-    print(f"duration {rep['duration_s']:.3f} s, exit code {rep['exit_code']}")
-    for d in rep["devices"]:
-        print(f"gpu{d['index']} {d['name']}: {_fmt(d['energy_j'], ' J')} ({d['method']}), "
-              f"mean {_fmt(d['mean_power_w'], ' W')}, max {_fmt(d['max_power_w'], ' W')}, "
-              f"{d['samples']} samples at {_fmt(d['sample_rate_hz'], ' Hz')}"
-              + (f" [{d['reason']}]" if d["reason"] else ""))
-    for scope in ("cpu", "dram"):
-        r = rep[scope]
-        print(f"{scope}: {_fmt(r['energy_j'], ' J')} ({r['method'] or 'not measured'})"
-              + (f" [{r['reason']}]" if r["reason"] else ""))
+    from bench import console
+
+    console.print_table(console.measure_table(rep))
     if args.json:
         print(json.dumps(rep, allow_nan=False))
     return rep["exit_code"] if rep["exit_code"] is not None else 1

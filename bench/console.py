@@ -42,3 +42,24 @@ def cells_table(cells: list[dict], title: str | None = None) -> Table:
 def print_table(table: Table, file=None) -> None:
     """Print a rich table (plain text when not on a terminal)."""
     Console(file=file, width=140, highlight=False).print(table)
+
+
+def measure_table(rep: dict) -> Table:
+    """``bench measure``'s report: one row per GPU, then CPU and DRAM."""
+    t = Table(title=f"{rep['duration_s']:.3f} s, exit code {rep['exit_code']}",
+              header_style="bold")
+    for col in ("device", "name", "energy J", "method", "mean W", "max W", "samples",
+                "rate Hz", "note"):
+        t.add_column(col)
+    for d in rep["devices"]:
+        t.add_row(f"gpu{d['index']}", d["name"], _fmt(d["energy_j"], 5), d["method"] or "-",
+                  _fmt(d["mean_power_w"], 4), _fmt(d["max_power_w"], 4),
+                  _fmt(d["samples"]), _fmt(d["sample_rate_hz"], 4), d["reason"] or "")
+    for scope in ("cpu", "dram"):
+        r = rep[scope]
+        method = r["method"] or "not measured"
+        if method == "estimate":
+            method = "[yellow]estimate[/yellow]"
+        t.add_row(scope, "", _fmt(r["energy_j"], 5), method, "-", "-", "-", "-",
+                  r.get("reason") or r.get("note") or "")
+    return t

@@ -99,7 +99,8 @@ def measure_command(argv: list[str], gpu: str = "all", rate_hz: float = 1000.0,
         st = r.stats or {}
         report["devices"].append({
             "index": g.index, "uuid": g.uuid, "name": g.name, "energy_j": r.energy_j,
-            "method": r.method, "samples": st.get("samples"),
+            "method": r.method if r.energy_j is not None else None,
+            "samples": st.get("samples"),
             "sample_rate_hz": st.get("sample_rate_hz"),
             "mean_power_w": (r.energy_j / m.duration_s if r.energy_j is not None
                              and m.duration_s > 0 else None),
