@@ -26,6 +26,19 @@ def measure(sources, sampler, seconds, work=None):
     return w.result
 
 
+def sampled(seconds, gpus=(0,), rate_hz=1000, sample=True):
+    """One window over ``seconds`` with NVML sources (and a sampler) for ``gpus``."""
+    srcs = [NvmlEnergySource(i) for i in gpus]
+    try:
+        if not sample:
+            return measure(srcs, None, seconds), None
+        with Sampler(list(gpus), rate_hz=rate_hz) as s:
+            return measure(srcs, s, seconds), s.lost()
+    finally:
+        for x in srcs:
+            x.close()
+
+
 def truth(r, **kw):
     return true_energy_j(r.t1_ns * 1e-9, **kw) - true_energy_j(r.t0_ns * 1e-9, **kw)
 
@@ -41,12 +54,7 @@ def test_discovery_through_real_pynvml(fake_nvml):
 
 def test_stale_counter_window_within_0_1_percent(fake_nvml):
     fake_nvml("base_w=300,update_ms=100")
-    src = NvmlEnergySource(0)
-    try:
-        with Sampler([0], rate_hz=1000) as s:
-            r = measure([src], s, 2.05)
-    finally:
-        src.close()
+    r, _ = sampled(2.05)
     got = r.energy_j("gpu")
     assert r.method("gpu") == "counter"
     assert got == pytest.approx(truth(r, base_w=300), rel=1e-3)
@@ -57,22 +65,13 @@ def test_stale_counter_window_within_0_1_percent(fake_nvml):
 def test_edge_reads_alone_are_off_by_the_update_period(fake_nvml):
     # Without the sampler the counter's staleness shows: the reason the sampler exists.
     fake_nvml("base_w=300,update_ms=100")
-    src = NvmlEnergySource(0)
-    try:
-        r = measure([src], None, 0.35)
-    finally:
-        src.close()
+    r, _ = sampled(0.35, sample=False)
     assert abs(r.energy_j("gpu") - truth(r)) <= 300 * 0.1 + 1e-6
 
 
 def test_power_integration_within_1_percent_without_counter(fake_nvml):
     fake_nvml("base_w=300,amp_w=150,period_s=0.7,counter=0,power_update_ms=0")
-    src = NvmlEnergySource(0)
-    try:
-        with Sampler([0], rate_hz=1000) as s:
-            r = measure([src], s, 2.0)
-    finally:
-        src.close()
+    r, _ = sampled(2.0)
     assert r.method("gpu") == "power_integration"
     assert r.energy_j("gpu") == pytest.approx(
         truth(r, base_w=300, amp_w=150, period_s=0.7), rel=1e-2)
@@ -81,26 +80,14 @@ def test_power_integration_within_1_percent_without_counter(fake_nvml):
 
 def test_counter_reset_inside_window(fake_nvml):
     fake_nvml("base_w=250,update_ms=50,reset_at_s=1.0")
-    src = NvmlEnergySource(0)
-    try:
-        with Sampler([0], rate_hz=1000) as s:
-            r = measure([src], s, 2.0)
-    finally:
-        src.close()
+    r, _ = sampled(2.0)
     # unwrapped: at most the energy of one update period (50 ms x 250 W) is lost at a reset
     assert abs(r.energy_j("gpu") - truth(r, base_w=250)) <= 250 * 0.05 + 0.01
 
 
 def test_gpu_lost_mid_run_is_null_and_others_go_on(fake_nvml):
     fake_nvml("base_w=200;base_w=300,lost_after_s=0.8")
-    srcs = [NvmlEnergySource(0), NvmlEnergySource(1)]
-    try:
-        with Sampler([0, 1], rate_hz=500) as s:
-            r = measure(srcs, s, 1.5)
-            lost = s.lost()
-    finally:
-        for x in srcs:
-            x.close()
+    r, lost = sampled(1.5, gpus=(0, 1), rate_hz=500)
     good, bad = r.readings
     assert good.energy_j == pytest.approx(truth(r, base_w=200), rel=1e-3)
     assert bad.energy_j is None and "lost" in bad.reason.lower()
