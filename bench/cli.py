@@ -134,6 +134,27 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--json", action="store_true", help="end stdout with one JSON object")
     pr.set_defaults(func=cmd_probe)
 
+    tb = sub.add_parser("table", help="the empirical table: one row per cell",
+                        description="Collect result documents (files, run directories, "
+                        "folders searched for result.json) and table files into one row "
+                        "per cell with the documented columns.")
+    tb.add_argument("paths", nargs="*", default=["results"],
+                    help="result.json files, run directories, folders, .csv/.parquet "
+                    "tables (default results/)")
+    tb.add_argument("--format", choices=("csv", "parquet", "json", "markdown"), default=None,
+                    help="output format (default: from --out's extension, else csv)")
+    tb.add_argument("--out", default=None, help="write to this file instead of stdout")
+    tb.set_defaults(func=cmd_table)
+
+    im = sub.add_parser("import", help="convert published measurements into table rows",
+                        description="Convert ML.ENERGY leaderboard model files into table "
+                        "rows tagged source = external:ml.energy.")
+    im.add_argument("origin", choices=("mlenergy",), help="the format of the files")
+    im.add_argument("files", nargs="+", help="leaderboard model JSON files")
+    im.add_argument("--out", default=None,
+                    help="write here (format from the extension) instead of CSV on stdout")
+    im.set_defaults(func=cmd_import)
+
     ls = sub.add_parser("list", help="list built-in models or the devices of this machine",
                         description="List built-in models (with parameter counts) or "
                         "the devices a run can use.")
@@ -246,6 +267,31 @@ def cmd_probe(args: argparse.Namespace) -> int:
               f"{_fmt(r['sample_rate_hz'], ' Hz')}")
     if args.json:
         print(json.dumps({"devices": results}, allow_nan=False))
+    return 0
+
+
+def cmd_table(args: argparse.Namespace) -> int:
+    """``bench table``: the empirical table of result documents."""
+    from bench.results import table
+
+    fmt = table.format_for(args.out, args.format)
+    text = table.write_table(table.load_table(args.paths), fmt, args.out)
+    if text is not None:
+        sys.stdout.write(text)
+    return 0
+
+
+def cmd_import(args: argparse.Namespace) -> int:
+    """``bench import mlenergy FILE...``: published rows in the table's columns."""
+    import pandas as pd
+
+    from bench.results import mlenergy, table
+
+    rows = [r for f in args.files for r in mlenergy.rows_from_mlenergy(f)]
+    df = pd.DataFrame(rows, columns=list(table.COLUMN_NAMES))
+    text = table.write_table(df, table.format_for(args.out, None), args.out)
+    if text is not None:
+        sys.stdout.write(text)
     return 0
 
 

@@ -1,0 +1,196 @@
+"""The empirical table: one row per cell, stable documented columns, units in the names.
+
+``load_table(paths)`` is the public API; ``bench table`` writes the same rows as CSV,
+Parquet, JSON or Markdown. Rows from other sources (``bench import``) share the columns.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+from bench.errors import BenchError
+from bench.results import schema
+
+TABLE_SCHEMA_VERSION = 1
+
+# (column, meaning). The order is the table's order; every row has every column.
+COLUMNS: tuple[tuple[str, str], ...] = (
+    ("table_schema_version", "version of these columns"),
+    ("source", "joulebench, or external:<origin> for imported rows"),
+    ("run_id", "run the cell belongs to (or the imported file)"),
+    ("cell_id", "device/model/dtype/batch/input/output"),
+    ("device", "gpu<N> or cpu"),
+    ("device_name", "device model name (for imports: the GPU model)"),
+    ("num_devices", "devices the cell ran on"),
+    ("model", "model name"),
+    ("dtype", "weights and activations"),
+    ("batch_size", "sequences per generate call (imports: max concurrent sequences)"),
+    ("input_len", "prompt tokens per sequence (null where not fixed)"),
+    ("output_len", "generated tokens per sequence (null where not fixed)"),
+    ("status", "ok, oom, skipped"),
+    ("scope", "what the energy covers: gpu, cpu, dram, node, system"),
+    ("energy_method", "counter, power_integration or estimate"),
+    ("output_tokens_per_j", "output tokens per joule (median over repeats)"),
+    ("total_tokens_per_j", "input + output tokens per joule"),
+    ("j_per_output_token", "joules per output token"),
+    ("output_tokens_per_s", "output tokens per second"),
+    ("mean_power_w", "mean power over the windows, W"),
+    ("output_tokens_per_j_ci95_low", "bootstrap 95% interval of the median, low"),
+    ("output_tokens_per_j_ci95_high", "bootstrap 95% interval of the median, high"),
+    ("repeats", "measured windows"),
+    ("energy_j", "energy over all windows, J"),
+    ("duration_s", "time over all windows, s"),
+    ("idle_power_w", "the device's idle power before the sweep, W"),
+    ("harness_version", "joulebench version (null for imports)"),
+    ("git_commit", "harness commit (null for imports)"),
+)
+COLUMN_NAMES = tuple(c for c, _ in COLUMNS)
+FORMATS = ("csv", "parquet", "json", "markdown")
+
+
+def _row(**values) -> dict:
+    return {c: values.get(c) for c in COLUMN_NAMES}
+
+
+def rows_from_document(doc: dict, origin: str = "") -> list[dict]:
+    """Table rows of one result document.
+
+    Raises:
+        BenchError: not a joulebench result document.
+    """
+    if not isinstance(doc, dict) or doc.get("schema") != schema.SCHEMA_ID:
+        raise BenchError(f"{origin}: not a joulebench result document")
+    if not isinstance(doc.get("cells"), list):
+        raise BenchError(f"{origin}: result document has no cells list")
+    prov = doc.get("provenance") or {}
+    harness = prov.get("harness") or {}
+    idle = {i.get("device"): i.get("power_w") for i in doc.get("idle") or []
+            if isinstance(i, dict)}
+    rows = []
+    for c in doc["cells"]:
+        if not isinstance(c, dict):
+            raise BenchError(f"{origin}: a cell is not an object")
+        f = c.get("figures") or {}
+        u = c.get("uncertainty") or {}
+        ci = u.get("output_tokens_per_j_ci95") or [None, None]
+        rows.append(_row(
+            table_schema_version=TABLE_SCHEMA_VERSION, source="joulebench",
+            run_id=doc.get("run_id"), cell_id=c.get("cell_id"), device=c.get("device"),
+            device_name=c.get("device_name"), num_devices=1, model=c.get("model"),
+            dtype=c.get("dtype"), batch_size=c.get("batch_size"),
+            input_len=c.get("input_len"), output_len=c.get("output_len"),
+            status=c.get("status"), scope=c.get("scope"),
+            energy_method=c.get("energy_method"),
+            output_tokens_per_j=f.get("output_tokens_per_j"),
+            total_tokens_per_j=f.get("total_tokens_per_j"),
+            j_per_output_token=f.get("j_per_output_token"),
+            output_tokens_per_s=f.get("output_tokens_per_s"),
+            mean_power_w=f.get("mean_power_w"),
+            output_tokens_per_j_ci95_low=ci[0], output_tokens_per_j_ci95_high=ci[1],
+            repeats=u.get("repeats"), energy_j=f.get("energy_j"),
+            duration_s=f.get("duration_s"), idle_power_w=idle.get(c.get("device")),
+            harness_version=harness.get("version"), git_commit=harness.get("commit")))
+    return rows
+
+
+def _result_files(path: Path) -> list[Path]:
+    if path.is_file():
+        return [path]
+    if path.is_dir():
+        direct = path / "result.json"
+        if direct.is_file():
+            return [direct]
+        return sorted(p for p in path.rglob("result.json") if p.is_file())
+    raise BenchError(f"{path}: no such file or directory")
+
+
+def _read_json(path: Path) -> dict:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError) as exc:
+        raise BenchError(f"{path}: cannot read ({exc.__class__.__name__})") from None
+    except ValueError as exc:
+        raise BenchError(f"{path}: not valid JSON ({exc})") from None
+
+
+def load_table(paths=("results",)):
+    """One row per cell from result documents, run directories, folders and table files.
+
+    Args:
+        paths: result.json files, run directories, folders searched for result.json,
+            and table files (.csv, .parquet) written by ``bench table`` or ``bench import``.
+
+    Returns:
+        A pandas DataFrame with exactly :data:`COLUMN_NAMES`, in order.
+    """
+    import pandas as pd
+
+    if isinstance(paths, (str, Path)):
+        paths = [paths]
+    frames, rows = [], []
+    for p in map(Path, paths):
+        if p.is_file() and p.suffix in (".csv", ".parquet"):
+            df = pd.read_csv(p) if p.suffix == ".csv" else pd.read_parquet(p)
+            missing = [c for c in COLUMN_NAMES if c not in df.columns]
+            if missing:
+                raise BenchError(f"{p}: not a joulebench table (missing {missing[0]})")
+            frames.append(df[list(COLUMN_NAMES)])
+            continue
+        for f in _result_files(p):
+            rows.extend(rows_from_document(_read_json(f), str(f)))
+    frames.insert(0, pd.DataFrame(rows, columns=list(COLUMN_NAMES)))
+    frames = [f for f in frames if len(f)]
+    if not frames:
+        return pd.DataFrame(columns=list(COLUMN_NAMES))
+    return pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]
+
+
+def _markdown(df) -> str:
+    def cell(v):
+        if v is None or (isinstance(v, float) and math.isnan(v)):
+            return ""
+        return f"{v:.4g}" if isinstance(v, float) else str(v)
+
+    lines = ["| " + " | ".join(df.columns) + " |", "|" + "---|" * len(df.columns)]
+    for rec in df.itertuples(index=False):
+        lines.append("| " + " | ".join(cell(v) for v in rec) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def format_for(out: str | None, fmt: str | None) -> str:
+    """The output format: explicit, else from the file extension, else CSV."""
+    if fmt:
+        if fmt not in FORMATS:
+            raise BenchError(f"unknown format {fmt!r}; use one of {', '.join(FORMATS)}")
+        return fmt
+    if out:
+        ext = Path(out).suffix.lower().lstrip(".")
+        return {"md": "markdown", "csv": "csv", "parquet": "parquet", "json": "json"}.get(
+            ext, "csv")
+    return "csv"
+
+
+def write_table(df, fmt: str, out: str | None) -> str | None:
+    """Write ``df`` to ``out`` (atomically) or return the text for stdout."""
+    if fmt == "parquet":
+        if not out:
+            raise BenchError("parquet needs --out FILE")
+        tmp = Path(out).with_name(f".{Path(out).name}.tmp")
+        df.to_parquet(tmp, index=False)
+        tmp.replace(out)
+        return None
+    if fmt == "csv":
+        text = df.to_csv(index=False)
+    elif fmt == "json":
+        recs = json.loads(df.to_json(orient="records"))  # NaN -> null
+        text = json.dumps(recs, allow_nan=False, indent=1) + "\n"
+    else:
+        text = _markdown(df)
+    if not out:
+        return text
+    tmp = Path(out).with_name(f".{Path(out).name}.tmp")
+    tmp.write_text(text, encoding="utf-8")
+    tmp.replace(out)
+    return None
