@@ -155,6 +155,40 @@ def build_parser() -> argparse.ArgumentParser:
                     help="write here (format from the extension) instead of CSV on stdout")
     im.set_defaults(func=cmd_import)
 
+    ec = sub.add_parser("econ", help="turn measured tokens/J into RMB per kWh and costs",
+                        description="Revenue per kWh sold as tokens, the multiple over the "
+                        "electricity price, electricity and all-in cost per million tokens, "
+                        "margin and break-even price, per row of the table, under a scenario. "
+                        "Actions: (none) the value table; check-claim: the 0.5 -> 10 RMB/kWh "
+                        "claim; sensitivity: tornado and solar-efficiency curve; scenarios: "
+                        "the built-in scenarios.")
+    ec.add_argument("args", nargs="*", metavar="[ACTION] [PATH...]",
+                    help="optional action (check-claim, sensitivity, scenarios), then result "
+                    "documents, run directories, folders or table files (default results/)")
+    ec.add_argument("--scenario", default=None,
+                    help="built-in scenario name or a scenario TOML file (default "
+                    "china-grid-reference)")
+    ec.add_argument("--format", choices=("table", "csv", "json"), default="table",
+                    help="table (default), csv or json (a list of row objects)")
+    ec.add_argument("--price-rmb-per-mtok", type=_positive_float, default=None,
+                    help="one output-token price for every row (default: by model class)")
+    ec.add_argument("--elec-rmb-per-kwh", type=_positive_float, default=None,
+                    help="electricity price override")
+    ec.add_argument("--pue", type=_positive_float, default=None, help="PUE override")
+    ec.add_argument("--gpu-share", type=_positive_float, default=None,
+                    help="GPU share of IT power override")
+    ec.add_argument("--utilization", type=_positive_float, default=None,
+                    help="fraction of hours serving override")
+    ec.add_argument("--cost-of-capital", type=float, default=None,
+                    help="cost of capital per year override")
+    ec.add_argument("--years", type=_positive_float, default=None,
+                    help="depreciation life override")
+    ec.add_argument("--capex-rmb-per-gpu", type=_positive_float, default=None,
+                    help="server price per GPU override (default: by device name)")
+    ec.add_argument("--fx", type=_positive_float, default=None,
+                    help="CNY per USD override")
+    ec.set_defaults(func=cmd_econ)
+
     ls = sub.add_parser("list", help="list built-in models or the devices of this machine",
                         description="List built-in models (with parameter counts) or "
                         "the devices a run can use.")
@@ -293,6 +327,101 @@ def cmd_import(args: argparse.Namespace) -> int:
     if text is not None:
         sys.stdout.write(text)
     return 0
+
+
+ECON_ACTIONS = ("check-claim", "sensitivity", "scenarios")
+
+
+def cmd_econ(args: argparse.Namespace) -> int:
+    """``bench econ``: the economics of the measured (and imported) rows."""
+    from bench import econ
+    from bench.results import load_table
+
+    rest = list(args.args)
+    action = rest.pop(0) if rest and rest[0] in ECON_ACTIONS else None
+    if action == "scenarios":
+        for name in econ.builtin_names():
+            sc = econ.load(name)
+            print(f"{name}: {sc.description}")
+            for k, p in sc.params.items():
+                print(f"  {k} = {p.value:g} [{p.low:g}, {p.high:g}]  {p.source}")
+        return 0
+    name = args.scenario or "china-grid-reference"
+    if args.utilization is not None and args.utilization > 1:
+        raise BenchError("--utilization must be at most 1")
+    if args.gpu_share is not None and args.gpu_share > 1:
+        raise BenchError("--gpu-share must be at most 1")
+    if args.pue is not None and args.pue < 1:
+        raise BenchError("--pue must be 1 or more")
+    sc = econ.load(name, fx_usd_cny=args.fx)
+    overrides = {k: v for k, v in (
+        ("elec_rmb_per_kwh", args.elec_rmb_per_kwh), ("pue", args.pue),
+        ("gpu_share_of_it_power", args.gpu_share), ("utilization", args.utilization),
+        ("cost_of_capital", args.cost_of_capital), ("depreciation_years", args.years))
+        if v is not None}
+    sc = sc.with_values(**overrides) if overrides else sc
+    paths = rest or ["results"]
+    if action == "check-claim":
+        table = load_table(paths) if rest or _has_results(paths) else None
+        needed, rows = econ.check_claim(table if table is not None and len(table) else None,
+                                        scenario=sc)
+        a = needed.attrs
+        print(f"claim: {a['grid_rmb_per_kwh']:g} RMB/kWh on the grid sells for "
+              f"{a['target_rmb_per_kwh']:g} RMB/kWh as tokens ({a['multiple']:g}x); "
+              f"source: {a['source']}")
+        print(f"GPU energy brought to the meter as {a['basis']} ({sc.name})")
+        _emit(needed, args.format)
+        if rows is not None:
+            _emit(rows, args.format)
+        return 0
+    table = load_table(paths)
+    if not len(table):
+        raise BenchError(f"no rows in {' '.join(paths)}: run bench run or bench import first")
+    if action == "sensitivity":
+        v = econ.value_per_kwh(table, sc)
+        ok = v[v["tokens_per_j"].notna()]
+        if not len(ok):
+            raise BenchError("no row with a tokens/J figure")
+        measured = ok[~ok["estimate"]]
+        pick = (measured if len(measured) else ok)
+        best = table.loc[pick["tokens_per_j"].astype(float).idxmax()].to_dict()
+        print(f"row: {best['device_name']} {best['model']} batch {best['batch_size']} "
+              f"({best['energy_method']}), scenario {sc.name}")
+        for metric in ("allin_cost_rmb_per_mtok", "revenue_rmb_per_kwh"):
+            t = econ.tornado(best, sc, metric)
+            print(f"tornado of {metric} (base {t.attrs['base']})")
+            _emit(t, args.format)
+        if sc.solar_efficiency:
+            print("solar cell efficiency: LCOE falls per point; cost per million tokens")
+            _emit(econ.solar_curve(best, sc), args.format)
+        return 0
+    v = econ.value_per_kwh(table, sc, price_rmb_per_mtok=args.price_rmb_per_mtok,
+                           capex_rmb_per_gpu=args.capex_rmb_per_gpu)
+    if args.format == "table":
+        from bench import console
+
+        console.print_table(console.econ_table(v, sc.name))
+        if v["estimate"].any():
+            print("rows marked estimate: their energy is an estimate, not a measurement.")
+    else:
+        _emit(v, args.format)
+    return 0
+
+
+def _has_results(paths) -> bool:
+    from pathlib import Path
+
+    return all(Path(p).exists() for p in paths)
+
+
+def _emit(df, fmt: str) -> None:
+    if fmt == "json":
+        recs = json.loads(df.to_json(orient="records"))  # NaN -> null
+        print(json.dumps(recs, allow_nan=False))
+    elif fmt == "csv":
+        sys.stdout.write(df.to_csv(index=False))
+    else:
+        print(df.to_string(index=False, float_format=lambda x: f"{x:.4g}"))
 
 
 def cmd_list(args: argparse.Namespace) -> int:

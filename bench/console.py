@@ -63,3 +63,31 @@ def measure_table(rep: dict) -> Table:
         t.add_row(scope, "", _fmt(r["energy_j"], 5), method, "-", "-", "-", "-",
                   r.get("reason") or r.get("note") or "")
     return t
+
+
+def econ_table(df, scenario: str) -> Table:
+    """``bench econ``'s rows: the measurement and what it is worth."""
+    t = Table(title=f"scenario {scenario}", header_style="bold")
+    for col in ("device", "model", "batch", "method", "tok/J", "price RMB/Mtok",
+                "RMB/kWh", "x elec", "elec RMB/Mtok", "all-in RMB/Mtok", "margin RMB/kWh",
+                "best"):
+        t.add_column(col, justify="left" if col in ("device", "model", "method") else "right")
+    for r in df.to_dict("records"):
+        method = r.get("energy_method") or "-"
+        if r.get("estimate"):
+            method = "[yellow]estimate[/yellow]"
+        t.add_row(str(r.get("device_name")), str(r.get("model")), str(r.get("batch_size")),
+                  method, _num(r.get("tokens_per_j")), _num(r.get("price_rmb_per_mtok")),
+                  _num(r.get("revenue_rmb_per_kwh")), _num(r.get("multiple_over_elec")),
+                  _num(r.get("elec_cost_rmb_per_mtok")),
+                  _num(r.get("allin_cost_rmb_per_mtok")), _num(r.get("margin_rmb_per_kwh")),
+                  "*" if r.get("best_batch") else "")
+    return t
+
+
+def _num(x) -> str:
+    try:
+        v = float(x)
+    except (TypeError, ValueError):
+        return "-"
+    return "-" if v != v else _fmt(v)

@@ -7,7 +7,7 @@ import platform
 import socket
 import subprocess
 import sys
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from importlib import metadata
 from pathlib import Path
 
@@ -19,7 +19,7 @@ LIBRARIES = ("torch", "transformers", "numpy", "numba", "nvidia-ml-py", "pandas"
 
 def utc_now() -> str:
     """The current UTC time, ISO 8601 with a Z."""
-    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 def source_sha256() -> str:

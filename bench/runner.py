@@ -13,7 +13,7 @@ import secrets
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 from bench import models, provenance, workload
@@ -94,7 +94,7 @@ def plan(config: SweepConfig, devices: list[Device]) -> list[Cell]:
 
 def new_run_id() -> str:
     """A sortable, unique run id: UTC time and 4 random hex digits."""
-    return datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ") + "-" + secrets.token_hex(2)
+    return datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ") + "-" + secrets.token_hex(2)
 
 
 def energy_sources(device: Device, config: SweepConfig) -> tuple[list, list[dict]]:

@@ -1,6 +1,7 @@
 """The default run end to end, on a tiny sweep, and the CLI's handling of bad input."""
 
 import json
+import statistics
 import subprocess
 import sys
 
@@ -37,7 +38,11 @@ def test_run_writes_document_and_prints_table(tmp_path, capsys):
             assert rep["energy"]["dram"]["energy_j"] is None
         f = cell["figures"]
         assert f["output_tokens_per_j"] > 0
-        assert f["j_per_output_token"] == pytest.approx(1 / f["output_tokens_per_j"], rel=0.2)
+        # every figure is the median of its per-repeat values, recomputable from the repeats
+        per = [r["energy"]["cpu"]["energy_j"] / r["output_tokens"] for r in cell["repeats"]]
+        assert f["j_per_output_token"] == pytest.approx(statistics.median(per), rel=1e-12)
+        per = [r["output_tokens"] / r["energy"]["cpu"]["energy_j"] for r in cell["repeats"]]
+        assert f["output_tokens_per_j"] == pytest.approx(statistics.median(per), rel=1e-12)
     # the journal holds a header and one line per cell
     lines = (out / "journal.jsonl").read_text().splitlines()
     assert [json.loads(x)["type"] for x in lines] == ["run", "cell", "cell"]
