@@ -134,6 +134,37 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--json", action="store_true", help="end stdout with one JSON object")
     pr.set_defaults(func=cmd_probe)
 
+    va = sub.add_parser("validate", help="check result documents with named rules",
+                        description="Recompute and check result documents (files or run "
+                        "directories): schema, hashes, figures, trace, physics, provenance, "
+                        "estimates. Each rule prints PASS or FAIL with the reason; exit 1 on "
+                        "any failure.")
+    va.add_argument("paths", nargs="+", help="result.json files or run directories")
+    va.set_defaults(func=cmd_validate)
+
+    sm = sub.add_parser("submit", help="validate a run and file it as a vendor submission",
+                        description="Validate RUN_DIR, then copy it to "
+                        "DEST/<vendor>/<system>/<run_id>/ with a manifest of SHA-256 sums "
+                        "and, with --key, an ed25519 signature.")
+    sm.add_argument("run_dir", help="the run directory")
+    sm.add_argument("--vendor", required=True, help="vendor name (letters, digits, . _ -)")
+    sm.add_argument("--system", required=True, help="system name (letters, digits, . _ -)")
+    sm.add_argument("--key", default=None,
+                    help="ed25519 private key (PEM) to sign the manifest with")
+    sm.add_argument("--dest", default="results/submissions",
+                    help="submissions folder (default results/submissions)")
+    sm.set_defaults(func=cmd_submit)
+
+    cp = sub.add_parser("compare", help="two runs side by side per cell",
+                        description="Compare run B against run A per cell; --fail sets a "
+                        "threshold past which the exit code is 1.")
+    cp.add_argument("a", help="baseline run (result.json or run directory)")
+    cp.add_argument("b", help="run to compare")
+    cp.add_argument("--fail", action="append", default=[], metavar="METRIC:PCT%",
+                    help="fail when METRIC gets worse by more than PCT, e.g. tokens_per_j:5%%")
+    cp.add_argument("--json", action="store_true", help="one JSON object on stdout")
+    cp.set_defaults(func=cmd_compare)
+
     tb = sub.add_parser("table", help="the empirical table: one row per cell",
                         description="Collect result documents (files, run directories, "
                         "folders searched for result.json) and table files into one row "
@@ -302,6 +333,60 @@ def cmd_probe(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps({"devices": results}, allow_nan=False))
     return 0
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    """``bench validate``: every rule for every document; exit 1 on any failure."""
+    from bench.results.validate import validate
+
+    failed = False
+    for path in args.paths:
+        print(f"{path}:")
+        for check in validate(path):
+            print(f"  {check.line()}")
+            failed |= not check.ok
+    return 1 if failed else 0
+
+
+def cmd_submit(args: argparse.Namespace) -> int:
+    """``bench submit``: validate and file a run."""
+    from bench.results.submit import submit
+
+    target = submit(args.run_dir, args.vendor, args.system, key=args.key, dest=args.dest)
+    print(f"submitted: {target}")
+    return 0
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    """``bench compare A B``: per-cell changes; exit 1 past a --fail threshold."""
+    from bench.results import compare as C
+    from bench.results.validate import Invalid, load_document
+
+    thresholds = [C.parse_threshold(t) for t in args.fail]
+    docs = []
+    for p in (args.a, args.b):
+        try:
+            docs.append(load_document(p)[0])
+        except Invalid as exc:
+            raise BenchError(str(exc)) from None
+    rows, warnings, failures = C.compare(docs[0], docs[1], thresholds)
+    for w in warnings:
+        sys.stderr.write(f"bench compare: warning: {w}\n")
+    if args.json:
+        print(json.dumps({"rows": rows, "warnings": warnings, "failures": failures},
+                         allow_nan=False))
+    else:
+        print(f"{'cell':<44} {'tok/J A':>9} {'tok/J B':>9} {'change':>8} {'tok/s A':>9} "
+              f"{'tok/s B':>9} {'change':>8}")
+        for r in rows:
+            a1, b1, c1 = r["output_tokens_per_j"]
+            a2, b2, c2 = r["output_tokens_per_s"]
+            print(f"{r['cell']:<44} {_fmt(a1):>9} {_fmt(b1):>9} "
+                  f"{(f'{c1:+.1%}' if c1 is not None else r['in']):>8} {_fmt(a2):>9} "
+                  f"{_fmt(b2):>9} {(f'{c2:+.1%}' if c2 is not None else '-'):>8}")
+        for f in failures:
+            print(f"FAIL {f}")
+    return 1 if failures else 0
 
 
 def cmd_table(args: argparse.Namespace) -> int:

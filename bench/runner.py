@@ -229,6 +229,7 @@ class Run:
     cells: list[dict] = field(default_factory=list)
     sources: list[dict] = field(default_factory=list)
     idle: list[dict] = field(default_factory=list)
+    traces: list = field(default_factory=list)
 
     @property
     def journal(self) -> Path:
@@ -268,7 +269,9 @@ class Run:
         }
 
     def finish(self, status: str) -> Path:
-        return io.write_json_atomic(self.result_path, self.document(status))
+        doc = self.document(status)
+        doc["trace"] = io.write_trace(self.run_dir, self.traces)
+        return io.write_json_atomic(self.result_path, doc)
 
 
 def start_run(config: SweepConfig, devices: list[Device], out: Path | str | None) -> Run:
@@ -354,6 +357,7 @@ def _execute(run: Run, on_cell: Callable[[dict], None]) -> None:
             built.clear()
             if sampler is not None:
                 sampler.stop()
+                run.traces.extend(sampler.traces())
             for s in srcs:
                 close = getattr(s, "close", None)
                 if close:

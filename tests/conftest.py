@@ -37,6 +37,16 @@ def fake_nvml_dir() -> Path:
     return build_fake_nvml(HERE / "_build").parent
 
 
+def install_fake_nvml(lib_dir: Path) -> None:
+    """Make pynvml in this process use the stand-in (once loaded, it stays)."""
+    import pynvml
+
+    if pynvml.nvmlLib is None:
+        pynvml.nvmlLib = ctypes.CDLL(str(lib_dir / "libnvidia-ml.so.1"),
+                                     mode=ctypes.RTLD_GLOBAL)
+        pynvml._nvmlGetFunctionPointer_cache.clear()
+
+
 @pytest.fixture
 def fake_nvml(fake_nvml_dir, monkeypatch):
     """Install the stand-in in this process; call it with a device spec to configure.
@@ -45,14 +55,9 @@ def fake_nvml(fake_nvml_dir, monkeypatch):
     library stays in the process (dlopen finds it by SONAME); after the test the spec is
     cleared, so it shows no GPU.
     """
-    import pynvml
-
     from bench.devices import nvml
 
-    lib_path = fake_nvml_dir / "libnvidia-ml.so.1"
-    if pynvml.nvmlLib is None:
-        pynvml.nvmlLib = ctypes.CDLL(str(lib_path), mode=ctypes.RTLD_GLOBAL)
-        pynvml._nvmlGetFunctionPointer_cache.clear()
+    install_fake_nvml(fake_nvml_dir)
     assert nvml._init_count == 0, "a previous test left NVML initialised"
 
     def configure(spec: str):

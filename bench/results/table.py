@@ -62,6 +62,7 @@ def rows_from_document(doc: dict, origin: str = "") -> list[dict]:
     """
     if not isinstance(doc, dict) or doc.get("schema") != schema.SCHEMA_ID:
         raise BenchError(f"{origin}: not a joulebench result document")
+    doc = schema.upgrade(doc)
     if not isinstance(doc.get("cells"), list):
         raise BenchError(f"{origin}: result document has no cells list")
     prov = doc.get("provenance") or {}
@@ -107,12 +108,14 @@ def _result_files(path: Path) -> list[Path]:
 
 
 def _read_json(path: Path) -> dict:
+    from bench.results.validate import Invalid, load_document
+
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError) as exc:
+        return load_document(path)[0]  # the same safe loader as bench validate
+    except Invalid as exc:
+        raise BenchError(str(exc)) from None
+    except OSError as exc:
         raise BenchError(f"{path}: cannot read ({exc.__class__.__name__})") from None
-    except ValueError as exc:
-        raise BenchError(f"{path}: not valid JSON ({exc})") from None
 
 
 def load_table(paths=("results",)):

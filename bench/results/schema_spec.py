@@ -1,0 +1,65 @@
+"""The result document's structure, once: the validator checks it, the JSON Schema derives."""
+
+from __future__ import annotations
+
+NUM = "number"
+INT = "integer"
+STR = "string"
+OBJ = "object"
+ARR = "array"
+NULL = "null"
+
+STATUSES = ("complete", "interrupted", "failed")
+CELL_STATUSES = ("ok", "oom", "skipped", "error")
+SCOPES = ("gpu", "cpu", "dram", "node", "system")
+METHODS = ("counter", "power_integration", "estimate")
+
+# field -> allowed JSON types
+TOP = {"schema": (STR,), "schema_version": (INT,), "run_id": (STR,), "status": (STR,),
+       "started_utc": (STR,), "finished_utc": (STR,), "provenance": (OBJ,),
+       "config": (OBJ,), "devices": (ARR,), "energy_sources": (ARR,), "idle": (ARR,),
+       "cells": (ARR,), "summary": (OBJ,), "trace": (OBJ,)}
+CELL = {"cell_id": (STR,), "device": (STR,), "model": (STR,), "dtype": (STR,),
+        "batch_size": (INT,), "input_len": (INT,), "output_len": (INT,), "status": (STR,),
+        "scope": (STR,), "energy_method": (STR, NULL), "repeats": (ARR,),
+        "figures": (OBJ, NULL), "uncertainty": (OBJ, NULL)}
+REPEAT = {"t0_ns": (INT,), "t1_ns": (INT,), "duration_s": (NUM,), "generate_calls": (INT,),
+          "output_tokens": (INT,), "input_tokens": (INT,), "energy": (OBJ,),
+          "readings": (ARR,)}
+ENERGY = {"energy_j": (NUM, NULL), "method": (STR, NULL), "reason": (STR, NULL)}
+FIGURES = {k: (NUM, NULL) for k in ("output_tokens_per_j", "total_tokens_per_j",
+                                    "j_per_output_token", "output_tokens_per_s",
+                                    "mean_power_w", "energy_j", "duration_s")}
+FIGURES.update({"output_tokens": (INT,), "input_tokens": (INT,)})
+PROVENANCE = {"harness": (OBJ,), "host": (OBJ,), "libraries": (OBJ,)}
+HARNESS = {"name": (STR,), "version": (STR,), "commit": (STR, NULL), "source_sha256": (STR,)}
+ENUMS = {("top", "status"): STATUSES, ("cell", "status"): CELL_STATUSES,
+         ("cell", "scope"): SCOPES}
+
+
+def _obj(fields: dict, extra: dict | None = None) -> dict:
+    props = {k: {"type": list(v) if len(v) > 1 else v[0]} for k, v in fields.items()}
+    for k, v in (extra or {}).items():
+        props[k] = {**props.get(k, {}), **v}
+    return {"type": "object", "required": sorted(fields), "properties": props}
+
+
+def json_schema() -> dict:
+    """The JSON Schema (draft 2020-12) of result.json, made from the tables above."""
+    energy = _obj(ENERGY, {"method": {"enum": [*METHODS, None]}})
+    repeat = _obj(REPEAT, {"energy": {"additionalProperties": energy},
+                           "t0_ns": {"minimum": 0}, "duration_s": {"minimum": 0}})
+    cell = _obj(CELL, {"status": {"enum": list(CELL_STATUSES)},
+                       "scope": {"enum": list(SCOPES)},
+                       "energy_method": {"enum": [*METHODS, None]},
+                       "batch_size": {"minimum": 1}, "input_len": {"minimum": 1},
+                       "output_len": {"minimum": 1},
+                       "repeats": {"items": repeat},
+                       "figures": _obj(FIGURES) | {"type": ["object", "null"]}})
+    prov = _obj(PROVENANCE, {"harness": _obj(HARNESS)})
+    top = _obj(TOP, {"schema": {"const": "joulebench/result"},
+                     "schema_version": {"const": 2},
+                     "status": {"enum": list(STATUSES)},
+                     "cells": {"items": cell}, "provenance": prov})
+    return {"$schema": "https://json-schema.org/draft/2020-12/schema",
+            "$id": "joulebench/result/2", "title": "joulebench result document", **top}
