@@ -104,6 +104,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="run directory (default results/<run_id>)")
     r.add_argument("--json", action="store_true",
                    help="end stdout with one JSON line: run_id, result path and cells")
+    r.add_argument("--no-phases", action="store_true",
+                   help="skip the prefill-only window (no subtraction-method phases)")
     r.add_argument("--quiet", action="store_true", help="no per-cell progress lines")
     r.set_defaults(func=cmd_run)
 
@@ -226,6 +228,14 @@ def build_parser() -> argparse.ArgumentParser:
     ls.add_argument("what", nargs="?", choices=("models", "devices"), default=None,
                     help="models or devices (default both)")
     ls.add_argument("--json", action="store_true", help="one JSON object on stdout")
+    ls.add_argument("--batch", type=_int_list, default=(1, 64),
+                    help="batch sizes for the memory column (default 1,64)")
+    ls.add_argument("--input-len", type=int, default=512,
+                    help="prompt length for the memory column (default 512)")
+    ls.add_argument("--output-len", type=int, default=256,
+                    help="output length for the memory column (default 256)")
+    ls.add_argument("--dtype", choices=("fp32", "bf16", "fp16"), default="bf16",
+                    help="dtype for bytes and memory (default bf16)")
     ls.set_defaults(func=cmd_list)
     return p
 
@@ -242,7 +252,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         models=args.model, batch_sizes=args.batch, input_lens=args.input_len,
         output_lens=args.output_len, dtype=args.dtype, min_window_s=args.min_window_s,
         repeats=args.repeats, warmup=args.warmup, seed=args.seed,
-        cpu_w_per_logical_cpu=args.cpu_w_per_thread)
+        cpu_w_per_logical_cpu=args.cpu_w_per_thread, phases=not args.no_phases)
     for m in config.models:
         models.get(m)  # unknown models stop here, before anything is measured
     if config.repeats < 1:
@@ -515,13 +525,22 @@ def cmd_list(args: argparse.Namespace) -> int:
 
     out: dict = {}
     if args.what in (None, "models"):
+        from bench.models import arithmetic
+
         out["models"] = []
         for name in models.builtin_names():
             spec = models.get(name)
-            out["models"].append({"name": name, "model_type": spec.model_type,
-                                  "parameters": spec.parameter_count(),
-                                  "layers": spec.config.get("num_hidden_layers"),
-                                  "description": spec.description})
+            a = arithmetic.of(spec, args.dtype)
+            out["models"].append({
+                "name": name, "model_type": spec.model_type, "parameters": a.n_total,
+                "active_parameters": a.n_active, "layers": a.layers,
+                "decode_flops_per_token": a.decode_flops_per_token(0),
+                "flops_per_context_token": 4.0 * a.layers * a.d_attn,
+                "weight_bytes": a.weight_bytes, "kv_bytes_per_token": a.kv_bytes_per_token,
+                "memory_bytes": {str(b): a.memory_bytes(b, args.input_len, args.output_len)
+                                 for b in args.batch},
+                "dtype": args.dtype, "input_len": args.input_len,
+                "output_len": args.output_len, "description": spec.description})
     if args.what in (None, "devices"):
         inv = devices.discover()
         out["devices"] = [d.to_dict() for d in (*inv.gpus, inv.cpu)]
@@ -529,9 +548,18 @@ def cmd_list(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(out, allow_nan=False))
         return 0
-    for m in out.get("models", []):
-        print(f"model  {m['name']:<16} {m['model_type']:<8} {m['parameters'] / 1e6:9.1f}M "
-              f"params  {m['layers']} layers  {m['description']}")
+    if out.get("models"):
+        mem_cols = list(out["models"][0]["memory_bytes"])
+        print(f"{'model':<16} {'type':<10} {'params':>9} {'active':>9} {'layers':>6} "
+              f"{'GFLOP/tok':>9} {'weights GB':>10} {'KV KB/tok':>9} "
+              + " ".join(f"{'mem GB b' + b:>10}" for b in mem_cols)
+              + f"   ({args.dtype}, {args.input_len} in / {args.output_len} out)")
+        for m in out["models"]:
+            print(f"{m['name']:<16} {m['model_type']:<10} {m['parameters'] / 1e9:8.3g}B "
+                  f"{m['active_parameters'] / 1e9:8.3g}B {m['layers']:>6} "
+                  f"{m['decode_flops_per_token'] / 1e9:9.3g} {m['weight_bytes'] / 1e9:10.3g} "
+                  f"{m['kv_bytes_per_token'] / 1e3:9.4g} "
+                  + " ".join(f"{m['memory_bytes'][b] / 1e9:10.3g}" for b in mem_cols))
     for d in out.get("devices", []):
         label = f"gpu{d['index']}" if d["kind"] == "cuda" else "cpu"
         print(f"device {label:<16} {d['name']}")

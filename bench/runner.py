@@ -9,6 +9,7 @@ also when the sweep is interrupted or fails.
 
 from __future__ import annotations
 
+import os
 import secrets
 import time
 from collections.abc import Callable
@@ -16,7 +17,7 @@ from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
-from bench import models, provenance, workload
+from bench import cells, models, provenance, roofline, workload
 from bench.devices import Device
 from bench.errors import BenchError, NoSensor
 from bench.meter import Meter
@@ -40,6 +41,7 @@ class SweepConfig:
     warmup: int = 1
     seed: int = 0
     cpu_w_per_logical_cpu: float | None = None
+    phases: bool = True
 
     def __post_init__(self) -> None:
         if not self.models:
@@ -137,7 +139,7 @@ def measure_idle(device: Device, meter: Meter, seconds: float = IDLE_WINDOW_S) -
     with meter.window(f"idle-{device.label}") as w:
         time.sleep(seconds)
     m = w.result
-    scope = _primary_scope(device)
+    scope = cells.primary_scope(device)
     e = m.energy_j(scope)
     return {"device": device.label, "scope": scope, "duration_s": m.duration_s,
             "energy_j": e, "power_w": e / m.duration_s if e is not None else None,
@@ -158,63 +160,37 @@ def _is_oom(exc: BaseException) -> bool:
     return isinstance(exc, torch.OutOfMemoryError) or "out of memory" in str(exc).lower()
 
 
-def measure_cell(cell: Cell, model, vocab_size: int, meter: Meter, config: SweepConfig,
-                 absent: dict[str, str] | None = None) -> list[dict]:
-    """Warm up, then measure ``config.repeats`` windows of one cell; returns the repeats.
+def memory_cap_bytes(device: Device) -> float | None:
+    """Memory a cell may still use on the device: free memory on a GPU, else unknown.
 
-    ``absent`` maps scopes with no sensor to the reason; they appear as null energy.
+    ``JOULEBENCH_MEMORY_CAP_BYTES`` sets a cap instead (tests use it to simulate a GPU
+    that runs out of memory; a user can use it to keep headroom).
     """
-    shape = workload.Shape(cell.batch_size, cell.input_len, cell.output_len)
-    ids = workload.make_prompts(shape, vocab_size, config.seed, cell.device.torch_device)
-    min_window_s = config.min_window_s or DEFAULT_MIN_WINDOW_S[cell.device.kind]
-    for _ in range(config.warmup):
-        workload.generate_exact(model, ids, cell.output_len)
-    repeats = []
-    for r in range(config.repeats):
-        calls = 0
-        with meter.window(f"{cell.cell_id}#{r}") as w:
-            t_start = time.monotonic()
-            # Whole generate calls until the window is long enough: a counter read is
-            # only as good as its update period, so windows last seconds, not calls.
-            while True:
-                workload.generate_exact(model, ids, cell.output_len)
-                calls += 1
-                if time.monotonic() - t_start >= min_window_s:
-                    break
-        m = w.result
-        energy = {scope: {"energy_j": None, "method": None, "reason": why}
-                  for scope, why in (absent or {}).items()}
-        for scope in m.scopes():
-            energy[scope] = {"energy_j": m.energy_j(scope), "method": m.method(scope),
-                             "reason": m.reason(scope) if m.energy_j(scope) is None else None}
-        repeats.append({
-            "t0_ns": m.t0_ns, "t1_ns": m.t1_ns, "duration_s": m.duration_s,
-            "generate_calls": calls, "output_tokens": calls * shape.output_tokens,
-            "input_tokens": calls * shape.input_tokens, "energy": energy,
-            "readings": [x.to_dict() for x in m.readings],
-        })
-    return repeats
+    cap = os.environ.get("JOULEBENCH_MEMORY_CAP_BYTES")
+    if cap:
+        return float(cap)
+    if device.torch_device.startswith("cuda"):
+        import torch
+
+        free, _ = torch.cuda.mem_get_info(device.torch_device)
+        return float(free)
+    return None
 
 
-def _primary_scope(device: Device) -> str:
-    return "gpu" if device.kind == "cuda" else "cpu"
+def _fits(cell: Cell, spec, cap: float | None) -> str | None:
+    """None if the cell's memory fits the cap, else why not (weights are already loaded)."""
+    if cap is None:
+        return None
+    from bench.models import arithmetic
 
-
-def cell_record(cell: Cell, status: str, repeats: list[dict] | None = None,
-                error: str | None = None) -> dict:
-    """The journal/result record of one cell."""
-    scope = _primary_scope(cell.device)
-    rec = {
-        "type": "cell", "cell_id": cell.cell_id, "device": cell.device.label,
-        "device_name": cell.device.name, "model": cell.model, "dtype": cell.dtype,
-        "batch_size": cell.batch_size, "input_len": cell.input_len,
-        "output_len": cell.output_len, "status": status, "error": error, "scope": scope,
-        "energy_method": None, "repeats": repeats or [], "figures": None, "uncertainty": None,
-    }
-    if repeats:
-        rec["energy_method"] = repeats[0]["energy"].get(scope, {}).get("method")
-        rec["figures"], rec["uncertainty"] = schema.cell_figures(repeats, scope)
-    return rec
+    a = arithmetic.of(spec, cell.dtype)
+    extra = a.memory_bytes(cell.batch_size, cell.input_len, cell.output_len) - a.weight_bytes
+    if os.environ.get("JOULEBENCH_MEMORY_CAP_BYTES"):
+        extra += a.weight_bytes  # a simulated cap counts the whole model
+    if extra > cap:
+        return (f"out of memory (pre-check): needs {extra / 1e9:.3g} GB, "
+                f"{cap / 1e9:.3g} GB available")
+    return None
 
 
 @dataclass
@@ -313,7 +289,8 @@ def execute(run: Run, on_cell: Callable[[dict], None] | None = None) -> Path:
 
 
 def _execute(run: Run, on_cell: Callable[[dict], None]) -> None:
-    cells = plan(run.config, run.devices)
+    done = {c["cell_id"] for c in run.cells}
+    cells = [c for c in plan(run.config, run.devices) if c.cell_id not in done]
     built: dict = {}
     oom_at: dict = {}
     for dev in run.devices:
@@ -329,8 +306,11 @@ def _execute(run: Run, on_cell: Callable[[dict], None]) -> None:
             # interpolated between the counter's updates, not read from a stale counter.
             sampler = Sampler([dev.index], rate_hz=1000.0).start()
         meter = Meter(srcs, sync=_sync_for(dev), sampler=sampler)
+        idle_w = None
         if dev.kind == "cuda":
-            run.idle.append(measure_idle(dev, meter))
+            idle = measure_idle(dev, meter)
+            run.idle.append(idle)
+            idle_w = idle["power_w"]
         absent = {m["scope"]: m["reason"] for m in missing
                   if not any(s.scope == m["scope"] for s in srcs)}
         try:
@@ -341,14 +321,15 @@ def _execute(run: Run, on_cell: Callable[[dict], None]) -> None:
                     spec = models.get(cell.model)
                     model = models.build(spec, cell.dtype, dev.torch_device, run.config.seed)
                     workload.prepare(model)
-                    built[key] = (model, spec.config["vocab_size"])
-                model, vocab = built[key]
+                    built[key] = (model, spec)
+                model, spec = built[key]
                 group = (dev.label, cell.model, cell.dtype, cell.input_len, cell.output_len)
                 if group in oom_at and cell.batch_size > oom_at[group]:
-                    rec = cell_record(cell, "skipped",
-                                      error=f"batch {oom_at[group]} ran out of memory")
+                    rec = cells.record(cell, "skipped",
+                                       error=f"batch {oom_at[group]} ran out of memory")
                 else:
-                    rec = _run_one(cell, model, vocab, meter, run.config, absent)
+                    rec = _run_one(cell, model, spec, meter, run.config, absent, idle_w,
+                                   sampler)
                     if rec["status"] == "oom":
                         oom_at[group] = cell.batch_size
                 run.add(rec)
@@ -364,19 +345,36 @@ def _execute(run: Run, on_cell: Callable[[dict], None]) -> None:
                     close()
 
 
-def _run_one(cell: Cell, model, vocab: int, meter: Meter, config: SweepConfig,
-             absent: dict[str, str]) -> dict:
+def _run_one(cell: Cell, model, spec, meter: Meter, config: SweepConfig,
+             absent: dict[str, str], idle_w: float | None, sampler) -> dict:
+    why = _fits(cell, spec, memory_cap_bytes(cell.device))
+    if why:
+        return cells.record(cell, "oom", error=why)
+    min_window_s = config.min_window_s or DEFAULT_MIN_WINDOW_S[cell.device.kind]
     try:
-        repeats = measure_cell(cell, model, vocab, meter, config, absent)
+        repeats, prefill = cells.measure(cell, model, spec.config["vocab_size"], meter,
+                                         config, min_window_s, absent, config.phases)
     except Exception as exc:
         if not _is_oom(exc):
             raise
         oom = True
     else:
-        return cell_record(cell, "ok", repeats)
+        oom = False
     if oom:  # outside the except block, so the traceback's tensors can be freed
         _free_memory(cell.device)
-    return cell_record(cell, "oom", error="out of memory")
+        return cells.record(cell, "oom", error="out of memory")
+    scope = cells.primary_scope(cell.device)
+    trace = None
+    if sampler is not None:
+        tr = next(t for t in sampler.traces() if t.index == cell.device.index)
+        trace = tr.power_valid()
+    ph = cells.phases(repeats, prefill, scope, cell.batch_size, cell.input_len,
+                      cell.output_len, trace)
+    rec = cells.record(cell, "ok", repeats, idle_power_w=idle_w, phases_block=ph)
+    rec["roofline"] = roofline.cell_roofline(
+        cell.device, spec, cell.dtype, cell.batch_size, cell.input_len, cell.output_len,
+        rec["figures"]["output_tokens_per_j"])
+    return rec
 
 
 def _free_memory(device: Device) -> None:

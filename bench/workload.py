@@ -5,6 +5,7 @@ No timing policy lives here: the runner decides windows and repeats.
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 
 
@@ -50,8 +51,29 @@ def prepare(model) -> None:
         gc.pad_token_id = 0
 
 
-def generate_exact(model, input_ids, output_len: int) -> int:
+class _FirstTokenMark:
+    """A logits processor that records when the first new token's logits are ready.
+
+    Called once per step after the forward pass, outside any compiled region. Stock
+    generate synchronises the host with the device every step (its stop check), so host
+    time here is the device's time within one step's launch latency.
+    """
+
+    def __init__(self) -> None:
+        self.first_ns: int | None = None
+
+    def __call__(self, input_ids, scores):
+        if self.first_ns is None:
+            self.first_ns = time.monotonic_ns()
+        return scores
+
+
+def generate_exact(model, input_ids, output_len: int, marks: list | None = None) -> int:
     """Greedy generation of exactly ``output_len`` new tokens per sequence.
+
+    Args:
+        marks: if given, ``(start_ns, first_token_ns, end_ns)`` of this call is appended
+            (CLOCK_MONOTONIC; the first-token time is when prefill's logits were ready).
 
     Returns:
         The number of output tokens made (batch x output_len).
@@ -60,7 +82,10 @@ def generate_exact(model, input_ids, output_len: int) -> int:
         RuntimeError: generation stopped at another length.
     """
     import torch
+    from transformers import LogitsProcessorList
 
+    mark = _FirstTokenMark()
+    start = time.monotonic_ns()
     with torch.inference_mode():
         out = model.generate(
             input_ids,
@@ -69,7 +94,11 @@ def generate_exact(model, input_ids, output_len: int) -> int:
             min_new_tokens=None,
             do_sample=False,
             eos_token_id=None,
+            logits_processor=LogitsProcessorList([mark]),
         )
+    end = time.monotonic_ns()
+    if marks is not None:
+        marks.append((start, mark.first_ns if mark.first_ns is not None else end, end))
     made = out.shape[1] - input_ids.shape[1]
     if made != output_len:
         raise RuntimeError(f"generate made {made} tokens per sequence, not {output_len}")

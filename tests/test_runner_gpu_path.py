@@ -29,6 +29,20 @@ def test_gpu_cells_use_the_sampled_counter_and_idle_baseline(fake_nvml, monkeypa
         assert f["mean_power_w"] == pytest.approx(250, rel=1e-2)
         assert f["output_tokens_per_j"] == pytest.approx(f["output_tokens_per_s"] / 250,
                                                          rel=1e-2)
+        ph = cell["phases"]
+        assert ph["ttft_s"] > 0
+        tl, sub = ph["timeline"], ph["subtraction"]
+        assert tl["reason"] is None and sub["reason"] is None
+        # constant power: the timeline's phases add up to 250 W x the calls' time
+        calls = [c for r in cell["repeats"] for c in r["calls_ns"]]
+        busy_s = sum((e - s) * 1e-9 for s, _, e in calls)
+        b, n_in, n_out = cell["batch_size"], 8, 4
+        total = len(calls) * b * (tl["prefill_j_per_input_token"] * n_in
+                                  + tl["decode_j_per_output_token"] * (n_out - 1))
+        assert total == pytest.approx(250 * busy_s, rel=1e-2)
+        assert sub["prefill_j_per_input_token"] > 0 and sub["decode_j_per_output_token"] > 0
+        assert cell["roofline"]["fraction"] is None  # "Fake GPU 0" is in no device table
+        assert "incremental_output_tokens_per_j" in f and cell["idle_power_w"] > 0
         for rep in cell["repeats"]:
             (gpu,) = [r for r in rep["readings"] if r["scope"] == "gpu"]
             assert gpu["stats"]["counter_edges"] == "interpolated"

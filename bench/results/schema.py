@@ -63,14 +63,17 @@ def repeat_figures(rep: dict, scope: str) -> dict:
     }
 
 
-def cell_figures(repeats: list[dict], scope: str) -> tuple[dict, dict]:
+def cell_figures(repeats: list[dict], scope: str,
+                 idle_power_w: float | None = None) -> tuple[dict, dict]:
     """The cell's figures (median over repeats) and their spread.
 
     Returns:
         (figures, uncertainty): figures maps each of :data:`REPEAT_FIGURES` to the median
         of the per-repeat values (None if any repeat lacks it), plus summed energy,
-        duration and tokens; uncertainty gives min, max and a bootstrap 95% interval of
-        the median output tokens/J.
+        duration and tokens, the maximum sampled power, and the incremental output
+        tokens/J (energy minus idle power x duration) where the idle power is known;
+        uncertainty gives min, max and a bootstrap 95% interval of the median output
+        tokens/J.
     """
     per = [repeat_figures(r, scope) for r in repeats]
     figures: dict = {}
@@ -82,6 +85,18 @@ def cell_figures(repeats: list[dict], scope: str) -> tuple[dict, dict]:
     figures["duration_s"] = sum(r["duration_s"] for r in repeats)
     figures["output_tokens"] = sum(r["output_tokens"] for r in repeats)
     figures["input_tokens"] = sum(r["input_tokens"] for r in repeats)
+    maxes = [(rd.get("stats") or {}).get("max_power_w") for r in repeats
+             for rd in r.get("readings", []) if rd.get("scope") == scope]
+    maxes = [m for m in maxes if m is not None]
+    figures["max_power_w"] = max(maxes) if maxes else None
+    inc = None
+    if idle_power_w is not None and None not in energies:
+        vals = []
+        for r, e in zip(repeats, energies, strict=True):
+            extra = e - idle_power_w * r["duration_s"]
+            vals.append(r["output_tokens"] / extra if extra > 0 else None)
+        inc = stats.median(vals) if vals and None not in vals else None
+    figures["incremental_output_tokens_per_j"] = inc
     tpj = [p["output_tokens_per_j"] for p in per]
     unc: dict = {"repeats": len(repeats), "output_tokens_per_j_min": None,
                  "output_tokens_per_j_max": None, "output_tokens_per_j_ci95": None}

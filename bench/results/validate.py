@@ -207,11 +207,17 @@ def rule_figures(doc: dict) -> list[str]:
             if c["figures"] is not None:
                 errors.append(f"{c['cell_id']}: figures without repeats")
             continue
+        idle_w = c.get("idle_power_w")
+        doc_idle = {i.get("device"): i.get("power_w") for i in doc["idle"]
+                    if isinstance(i, dict)}
+        if idle_w is not None and not _close(idle_w, doc_idle.get(c["device"])):
+            errors.append(f"{c['cell_id']}: idle_power_w is not the device's idle baseline")
         try:
-            figures, unc = schema.cell_figures(c["repeats"], c["scope"])
+            figures, unc = schema.cell_figures(c["repeats"], c["scope"], idle_w)
         except (KeyError, TypeError, ValueError, ZeroDivisionError) as exc:
             errors.append(f"{c['cell_id']}: repeats cannot be recomputed ({exc})")
             continue
+        errors.extend(_phase_errors(c, "subtraction", None))
         got = c["figures"] or {}
         for k, v in figures.items():
             if not _close(got.get(k), v):
@@ -230,6 +236,26 @@ def rule_figures(doc: dict) -> list[str]:
         errors.append("summary counts do not match the cells")
     if not _close(summ.get("max_output_tokens_per_j"), max(tpj) if tpj else None):
         errors.append("summary max_output_tokens_per_j does not match the cells")
+    return errors
+
+
+def _phase_errors(c: dict, method: str, trace) -> list[str]:
+    """A cell's phase figures by ``method``, recomputed (cells.phases) and compared."""
+    from bench import cells
+
+    ph = c.get("phases")
+    if not isinstance(ph, dict) or not isinstance(ph.get(method), dict) or \
+            ph[method].get("reason") is not None:
+        return []
+    sub = ph.get("subtraction") or {}
+    again = cells.phases(c["repeats"], sub.get("prefill_window"), c["scope"],
+                         c["batch_size"], c["input_len"], c["output_len"], trace)
+    errors = []
+    if method == "subtraction" and not _close(ph.get("ttft_s"), again["ttft_s"]):
+        errors.append(f"{c['cell_id']}: ttft_s does not recompute")
+    for k in ("prefill_j_per_input_token", "decode_j_per_output_token"):
+        if not _close(ph[method].get(k), (again.get(method) or {}).get(k)):
+            errors.append(f"{c['cell_id']}: {method} {k} does not recompute")
     return errors
 
 
@@ -305,7 +331,7 @@ def rule_trace(doc: dict, run_dir: Path) -> list[str]:
     except Invalid as exc:
         return [str(exc)]
     errors = []
-    per_dev = {}
+    per_dev, power = {}, {}
     for idx in np.unique(cols["device_index"]):
         m = cols["device_index"] == idx
         t = cols["t_ns"][m]
@@ -317,6 +343,8 @@ def rule_trace(doc: dict, run_dir: Path) -> list[str]:
         if np.any(np.diff(e) < 0):
             errors.append(f"gpu{idx}: energy counter goes backwards in the trace")
         per_dev[f"gpu{idx}"] = (t[ok], e)
+        pok = cols["power_status"][m] == 0
+        power[f"gpu{idx}"] = (t[pok], cols["power_w"][m][pok])
     for c in doc["cells"]:
         for j, r in enumerate(c["repeats"]):
             for rd in r.get("readings", []):
@@ -335,6 +363,8 @@ def rule_trace(doc: dict, run_dir: Path) -> list[str]:
                 if not _close(rd["energy_j"], again):
                     errors.append(f"{c['cell_id']}#{j}: {rd['device']} energy "
                                   f"{rd['energy_j']:.6g} J, recomputed {again:.6g} J")
+        if c["device"] in power:
+            errors.extend(_phase_errors(c, "timeline", power[c["device"]]))
     return errors
 
 
