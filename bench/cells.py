@@ -58,7 +58,10 @@ def measure(cell, model, vocab_size: int, meter: Meter, config, min_window_s: fl
     """
     shape = workload.Shape(cell.batch_size, cell.input_len, cell.output_len)
     ids = workload.make_prompts(shape, vocab_size, config.seed, cell.device.torch_device)
-    for _ in range(config.warmup):
+    warmup = config.warmup
+    if config.compile and cell.device.torch_device.startswith("cuda"):
+        warmup = max(warmup, 2)  # compile, then record the CUDA graphs: both unmeasured
+    for _ in range(warmup):
         workload.generate_exact(model, ids, cell.output_len)
     repeats = [measure_window(meter, f"{cell.cell_id}#{r}", model, ids, cell.output_len,
                               min_window_s, absent) for r in range(config.repeats)]

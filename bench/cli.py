@@ -80,23 +80,35 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--gpu", type=_gpu, default="auto",
                    help="all | auto (default: every GPU, else the CPU) | none | NVML "
                    "indices such as 0,2")
-    r.add_argument("--model", type=_str_list, default=("tiny-llama",),
+    r.add_argument("--config", default=None, metavar="TOML",
+                   help="sweep file (TOML); flags given here override its values")
+    r.add_argument("--resume", default=None, metavar="RUN_DIR",
+                   help="continue a run from its journal: only the missing cells")
+    r.add_argument("--model", type=_str_list, default=None,
                    help="built-in model names or model JSON files, comma-separated "
                    "(default tiny-llama)")
-    r.add_argument("--batch", type=_int_list, default=(1, 4, 16),
+    r.add_argument("--batch", type=_int_list, default=None,
                    help="batch sizes, comma-separated (default 1,4,16)")
-    r.add_argument("--input-len", type=_int_list, default=(32,),
+    r.add_argument("--input-len", type=_int_list, default=None,
                    help="prompt lengths in tokens (default 32)")
-    r.add_argument("--output-len", type=_int_list, default=(32,),
+    r.add_argument("--output-len", type=_int_list, default=None,
                    help="generated tokens per sequence, exact (default 32)")
     r.add_argument("--dtype", choices=("fp32", "bf16", "fp16"), default=None,
                    help="weights and activations (default bf16 on GPU, fp32 on CPU)")
     r.add_argument("--min-window-s", type=_positive_float, default=None,
                    help="minimum measured window per repeat, s (default 5 on GPU, 2 on CPU)")
-    r.add_argument("--repeats", type=_count, default=3, help="windows per cell (default 3)")
-    r.add_argument("--warmup", type=_count, default=1,
-                   help="unmeasured generate calls before a cell (default 1)")
-    r.add_argument("--seed", type=_count, default=0, help="seed of weights and prompts")
+    r.add_argument("--repeats", type=_count, default=None,
+                   help="windows per cell (default 3)")
+    r.add_argument("--warmup", type=_count, default=None,
+                   help="unmeasured generate calls before a cell (default 1; 2 when "
+                   "compiling on a GPU)")
+    r.add_argument("--seed", type=_count, default=None,
+                   help="seed of weights and prompts (default 0)")
+    r.add_argument("--idle-s", type=_positive_float, default=None,
+                   help="idle-baseline window per GPU before its cells, s (default 3)")
+    r.add_argument("--no-compile", action="store_true",
+                   help="on GPUs: eager decode with the dynamic cache instead of a static "
+                   "cache and torch.compile")
     r.add_argument("--cpu-w-per-thread", type=_positive_float, default=None,
                    help="assumed W per busy logical CPU for the CPU estimate where RAPL "
                    "is unreadable (default 4)")
@@ -244,48 +256,99 @@ def _err(prog: str, message: str) -> None:
     sys.stderr.write(f"{prog}: error: {message}\n")
 
 
+def _config_from_args(args: argparse.Namespace):
+    from bench import runner
+
+    base = {}
+    if args.config:
+        base = runner.load_config_file(args.config)
+    given = {"models": args.model, "batch_sizes": args.batch, "input_lens": args.input_len,
+             "output_lens": args.output_len, "dtype": args.dtype,
+             "min_window_s": args.min_window_s, "repeats": args.repeats,
+             "warmup": args.warmup, "seed": args.seed,
+             "cpu_w_per_logical_cpu": args.cpu_w_per_thread, "idle_s": args.idle_s}
+    # flags given on the command line override the file; the rest keep its values
+    merged = {**base, **{k: v for k, v in given.items() if v is not None}}
+    if args.no_phases:
+        merged["phases"] = False
+    if args.no_compile:
+        merged["compile"] = False
+    return runner.SweepConfig(**merged)
+
+
+class _Terminated(KeyboardInterrupt):
+    """SIGTERM, handled like Ctrl-C: the finished cells are written, then exit 143."""
+
+
+def _on_sigterm(signum, frame):
+    raise _Terminated()
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     """``bench run``: measure the sweep, print the table, write the result document."""
-    from bench import console, devices, models, runner
+    from bench import devices, models, runner
 
-    config = runner.SweepConfig(
-        models=args.model, batch_sizes=args.batch, input_lens=args.input_len,
-        output_lens=args.output_len, dtype=args.dtype, min_window_s=args.min_window_s,
-        repeats=args.repeats, warmup=args.warmup, seed=args.seed,
-        cpu_w_per_logical_cpu=args.cpu_w_per_thread, phases=not args.no_phases)
-    for m in config.models:
-        models.get(m)  # unknown models stop here, before anything is measured
-    if config.repeats < 1:
-        raise BenchError("--repeats must be 1 or more")
-    inv = devices.discover()
-    devs, notice = devices.select(args.gpu, inv)
-    if notice:
-        sys.stderr.write(f"bench run: {notice}\n")
-    run = runner.start_run(config, devs, args.out)
-    if not args.quiet:
-        sys.stderr.write(f"bench run: {run.run_id} -> {run.run_dir}\n")
-
-    def progress(rec: dict) -> None:
-        if args.quiet:
-            return
-        f = rec.get("figures") or {}
-        tpj = f.get("output_tokens_per_j")
-        sys.stderr.write(f"  {rec['cell_id']}: {rec['status']}"
-                         + (f", {tpj:.4g} output tokens/J ({rec['energy_method']})"
-                            if tpj is not None else "") + "\n")
-
+    if args.resume:
+        run = runner.resume_run(args.resume)
+        if not runner.pending(run) and run.result_path.exists():
+            print(f"nothing to resume: every cell of {run.run_dir} is measured")
+            return 0
+        lock = runner.GpuLock(run.devices).__enter__()
+        if not args.quiet:
+            sys.stderr.write(f"bench run: resuming {run.run_id} in {run.run_dir} "
+                             f"({len(runner.pending(run))} cells left)\n")
+    else:
+        config = _config_from_args(args)
+        for m in config.models:
+            models.get(m)  # unknown models stop here, before anything is measured
+        inv = devices.discover()
+        devs, notice = devices.select(args.gpu, inv)
+        if notice:
+            sys.stderr.write(f"bench run: {notice}\n")
+        # the GPUs are locked before the run directory exists: a refused run leaves nothing
+        lock = runner.GpuLock(devs).__enter__()
+        try:
+            run = runner.start_run(config, devs, args.out)
+        except BaseException:
+            lock.__exit__()
+            raise
+        if not args.quiet:
+            sys.stderr.write(f"bench run: {run.run_id} -> {run.run_dir}\n")
     try:
-        path = runner.execute(run, progress)
-    except KeyboardInterrupt:
-        _err("bench run", f"interrupted; finished cells are in {run.result_path}")
-        return 130
+        return _run_and_report(run, args)
+    finally:
+        lock.__exit__()
+
+
+def _run_and_report(run, args: argparse.Namespace) -> int:
+    import signal
+
+    from bench import console, runner
+
+    progress = None if args.quiet else console.RunProgress(runner.pending(run))
+    old = signal.signal(signal.SIGTERM, _on_sigterm)
+    try:
+        if progress:
+            progress.start()
+        path = runner.execute(run, progress.update if progress else None, lock=False)
+    except KeyboardInterrupt as exc:
+        if progress:
+            progress.stop()
+        _err("bench run", f"interrupted; finished cells are in {run.result_path} "
+             f"(bench run --resume {run.run_dir} goes on)")
+        return 143 if isinstance(exc, _Terminated) else 130
     except Exception as exc:  # the workload's failure: report it, keep what was measured
+        if progress:
+            progress.stop()
         _err("bench run", f"{exc.__class__.__name__}: {exc}; finished cells are in "
              f"{run.result_path}")
         return 1
+    finally:
+        signal.signal(signal.SIGTERM, old)
+    if progress:
+        progress.stop()
     console.print_table(console.cells_table(run.cells, title=f"run {run.run_id}"))
-    est = any(c.get("energy_method") == "estimate" for c in run.cells)
-    if est:
+    if any(c.get("energy_method") == "estimate" for c in run.cells):
         print("energy_method 'estimate': CPU energy is assumed W per busy thread x CPU time, "
               "not measured (no readable RAPL counter).")
     print(f"result: {path}")

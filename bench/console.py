@@ -91,3 +91,47 @@ def _num(x) -> str:
     except (TypeError, ValueError):
         return "-"
     return "-" if v != v else _fmt(v)
+
+
+class RunProgress:
+    """A progress bar per device (cells done, current cell, ETA) on stderr, plus a line per
+    finished cell."""
+
+    def __init__(self, todo: list) -> None:
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            Progress,
+            TextColumn,
+            TimeRemainingColumn,
+        )
+
+        self.progress = Progress(TextColumn("{task.fields[device]:<6}"), BarColumn(),
+                                 MofNCompleteColumn(), TimeRemainingColumn(),
+                                 TextColumn("{task.description}"),
+                                 console=Console(stderr=True, highlight=False))
+        self.tasks = {}
+        for c in todo:
+            label = c.device.label
+            if label not in self.tasks:
+                n = sum(1 for x in todo if x.device.label == label)
+                self.tasks[label] = self.progress.add_task(c.cell_id, total=n, device=label)
+
+    def start(self) -> None:
+        self.progress.start()
+
+    def stop(self) -> None:
+        self.progress.stop()
+
+    def update(self, rec: dict) -> None:
+        if rec.get("type") != "cell":
+            return
+        f = rec.get("figures") or {}
+        tpj = f.get("output_tokens_per_j")
+        self.progress.console.print(
+            f"  {rec['cell_id']}: {rec['status']}"
+            + (f", {tpj:.4g} output tokens/J ({rec['energy_method']})" if tpj else "")
+            + (" [contended]" if rec.get("contended") else ""))
+        task = self.tasks.get(rec["device"])
+        if task is not None:
+            self.progress.update(task, advance=1, description=rec["cell_id"])

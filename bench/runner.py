@@ -11,19 +11,18 @@ from __future__ import annotations
 
 import os
 import secrets
-import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-from bench import cells, models, provenance, roofline, workload
+from bench import models
 from bench.devices import Device
-from bench.errors import BenchError, NoSensor
-from bench.meter import Meter
-from bench.results import io, schema
+from bench.errors import BenchError
+from bench.results import io
+from bench.rundir import Run, open_journal
+from bench.worker import run_device, worker_main
 
-DEFAULT_MIN_WINDOW_S = {"cpu": 2.0, "cuda": 5.0}
 DEFAULT_DTYPE = {"cpu": "fp32", "cuda": "bf16"}
 
 
@@ -42,6 +41,8 @@ class SweepConfig:
     seed: int = 0
     cpu_w_per_logical_cpu: float | None = None
     phases: bool = True
+    compile: bool = True
+    idle_s: float = 3.0
 
     def __post_init__(self) -> None:
         if not self.models:
@@ -54,6 +55,8 @@ class SweepConfig:
             raise BenchError("repeats must be 1 or more")
         if self.warmup < 0:
             raise BenchError("warm-up must be 0 or more")
+        if not self.idle_s > 0:
+            raise BenchError("the idle window must be positive")
         if self.min_window_s is not None and not self.min_window_s > 0:
             raise BenchError("the minimum window must be positive")
         if self.dtype is not None and self.dtype not in models.DTYPES:
@@ -62,6 +65,15 @@ class SweepConfig:
     def to_dict(self) -> dict:
         d = asdict(self)
         return {k: list(v) if isinstance(v, tuple) else v for k, v in d.items()}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> SweepConfig:
+        """The inverse of :meth:`to_dict` (unknown keys are an error)."""
+        fields = {k: tuple(v) if isinstance(v, list) else v for k, v in d.items()}
+        try:
+            return cls(**fields)
+        except TypeError as exc:
+            raise BenchError(f"bad sweep configuration: {exc}") from None
 
 
 @dataclass(frozen=True)
@@ -75,10 +87,55 @@ class Cell:
     input_len: int
     output_len: int
 
+    def with_device(self, device: Device) -> Cell:
+        """The same cell on another Device object (a worker's view of its GPU)."""
+        return Cell(device, self.model, self.dtype, self.batch_size, self.input_len,
+                    self.output_len)
+
     @property
     def cell_id(self) -> str:
         return (f"{self.device.label}/{self.model}/{self.dtype}/b{self.batch_size}"
                 f"/i{self.input_len}/o{self.output_len}")
+
+
+def load_config_file(path: str) -> dict:
+    """A sweep file (TOML) as SweepConfig keyword arguments.
+
+    Keys are SweepConfig's fields: models, batch_sizes, input_lens, output_lens, dtype,
+    min_window_s, repeats, warmup, seed, cpu_w_per_logical_cpu, phases, compile, idle_s.
+
+    Raises:
+        BenchError: unreadable, not TOML, or an unknown key.
+    """
+    import tomllib
+    from dataclasses import fields
+
+    try:
+        with open(path, "rb") as f:
+            data = tomllib.load(f)
+    except OSError as exc:
+        raise BenchError(f"cannot read sweep file {path}: {exc.strerror}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise BenchError(f"sweep file {path}: not valid TOML ({exc})") from None
+    known = {f.name for f in fields(SweepConfig)}
+    unknown = sorted(set(data) - known)
+    if unknown:
+        raise BenchError(f"sweep file {path}: unknown key {unknown[0]!r}; known: "
+                         f"{', '.join(sorted(known))}")
+    out = {}
+    for k, v in data.items():
+        if isinstance(v, list):
+            v = tuple(v)
+        out[k] = v
+    for k in ("batch_sizes", "input_lens", "output_lens"):
+        if k in out and (not isinstance(out[k], tuple) or
+                         not all(isinstance(x, int) and not isinstance(x, bool)
+                                 for x in out[k])):
+            raise BenchError(f"sweep file {path}: {k} must be a list of integers")
+    if "models" in out and (not isinstance(out["models"], tuple) or
+                            not all(isinstance(x, str) for x in out["models"])):
+        raise BenchError(f"sweep file {path}: models must be a list of names")
+    return out
 
 
 def plan(config: SweepConfig, devices: list[Device]) -> list[Cell]:
@@ -99,163 +156,12 @@ def new_run_id() -> str:
     return datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ") + "-" + secrets.token_hex(2)
 
 
-def energy_sources(device: Device, config: SweepConfig) -> tuple[list, list[dict]]:
-    """The meter's sources for a device, and notes on the scopes that have none.
-
-    GPU scope: NVML's counter for the cell's GPU. CPU and DRAM scope: RAPL where readable,
-    else (CPU only) the labelled estimate.
-    """
-    from bench.devices import cpu, rapl
-
-    srcs: list = []
-    missing: list[dict] = []
-    if device.kind == "cuda":
-        from bench.devices.nvml import NvmlEnergySource
-
-        srcs.append(NvmlEnergySource(device.index))
-    try:
-        rsrcs, why = rapl.sources()
-    except NoSensor as exc:
-        rsrcs, why = [], str(exc)
-    srcs.extend(rsrcs)
-    if not any(s.scope == "cpu" for s in rsrcs):
-        w = config.cpu_w_per_logical_cpu or cpu.DEFAULT_W_PER_LOGICAL_CPU
-        srcs.append(cpu.CpuTimeEstimateSource(w))
-        missing.append({"scope": "cpu", "measured": False, "reason": why})
-    if not any(s.scope == "dram" for s in rsrcs):
-        missing.append({"scope": "dram", "measured": False, "reason": why or "no RAPL dram zone"})
-    return srcs, missing
-
-
-IDLE_WINDOW_S = 3.0
-
-
-def measure_idle(device: Device, meter: Meter, seconds: float = IDLE_WINDOW_S) -> dict:
-    """The device's idle power before the sweep: a window with nothing running on it.
-
-    Reported beside the cells (incremental figures subtract it); never subtracted from
-    the plain ones.
-    """
-    with meter.window(f"idle-{device.label}") as w:
-        time.sleep(seconds)
-    m = w.result
-    scope = cells.primary_scope(device)
-    e = m.energy_j(scope)
-    return {"device": device.label, "scope": scope, "duration_s": m.duration_s,
-            "energy_j": e, "power_w": e / m.duration_s if e is not None else None,
-            "method": m.method(scope), "reason": m.reason(scope) if e is None else None}
-
-
-def _sync_for(device: Device) -> Callable[[], None] | None:
-    if device.kind != "cuda":
-        return None
-    import torch
-
-    return lambda: torch.cuda.synchronize(device.torch_device)
-
-
-def _is_oom(exc: BaseException) -> bool:
-    import torch
-
-    return isinstance(exc, torch.OutOfMemoryError) or "out of memory" in str(exc).lower()
-
-
-def memory_cap_bytes(device: Device) -> float | None:
-    """Memory a cell may still use on the device: free memory on a GPU, else unknown.
-
-    ``JOULEBENCH_MEMORY_CAP_BYTES`` sets a cap instead (tests use it to simulate a GPU
-    that runs out of memory; a user can use it to keep headroom).
-    """
-    cap = os.environ.get("JOULEBENCH_MEMORY_CAP_BYTES")
-    if cap:
-        return float(cap)
-    if device.torch_device.startswith("cuda"):
-        import torch
-
-        free, _ = torch.cuda.mem_get_info(device.torch_device)
-        return float(free)
-    return None
-
-
-def _fits(cell: Cell, spec, cap: float | None) -> str | None:
-    """None if the cell's memory fits the cap, else why not (weights are already loaded)."""
-    if cap is None:
-        return None
-    from bench.models import arithmetic
-
-    a = arithmetic.of(spec, cell.dtype)
-    extra = a.memory_bytes(cell.batch_size, cell.input_len, cell.output_len) - a.weight_bytes
-    if os.environ.get("JOULEBENCH_MEMORY_CAP_BYTES"):
-        extra += a.weight_bytes  # a simulated cap counts the whole model
-    if extra > cap:
-        return (f"out of memory (pre-check): needs {extra / 1e9:.3g} GB, "
-                f"{cap / 1e9:.3g} GB available")
-    return None
-
-
-@dataclass
-class Run:
-    """A run directory being written: journal while running, result.json at the end."""
-
-    run_dir: Path
-    run_id: str
-    config: SweepConfig
-    devices: list[Device]
-    started_utc: str = field(default_factory=provenance.utc_now)
-    cells: list[dict] = field(default_factory=list)
-    sources: list[dict] = field(default_factory=list)
-    idle: list[dict] = field(default_factory=list)
-    traces: list = field(default_factory=list)
-
-    @property
-    def journal(self) -> Path:
-        return self.run_dir / "journal.jsonl"
-
-    @property
-    def result_path(self) -> Path:
-        return self.run_dir / "result.json"
-
-    def add(self, record: dict) -> None:
-        io.append_journal(self.journal, record)
-        self.cells.append(record)
-
-    def document(self, status: str) -> dict:
-        ok = [c for c in self.cells if c["status"] == "ok" and c["figures"]]
-        tpj = [c["figures"]["output_tokens_per_j"] for c in ok
-               if c["figures"]["output_tokens_per_j"] is not None]
-        return {
-            "schema": schema.SCHEMA_ID,
-            "schema_version": schema.SCHEMA_VERSION,
-            "run_id": self.run_id,
-            "status": status,
-            "started_utc": self.started_utc,
-            "finished_utc": provenance.utc_now(),
-            "provenance": provenance.collect(),
-            "config": self.config.to_dict(),
-            "devices": [d.to_dict() for d in self.devices],
-            "energy_sources": self.sources,
-            "idle": self.idle,
-            "cells": self.cells,
-            "summary": {
-                "cells": len(self.cells),
-                "ok": len(ok),
-                "not_ok": len(self.cells) - len(ok),
-                "max_output_tokens_per_j": max(tpj) if tpj else None,
-            },
-        }
-
-    def finish(self, status: str) -> Path:
-        doc = self.document(status)
-        doc["trace"] = io.write_trace(self.run_dir, self.traces)
-        return io.write_json_atomic(self.result_path, doc)
-
-
 def start_run(config: SweepConfig, devices: list[Device], out: Path | str | None) -> Run:
     """Create the run directory (``out``, or ``results/<run_id>``) and its journal header."""
     run_id = new_run_id()
     run_dir = Path(out) if out else Path("results") / run_id
     if (run_dir / "result.json").exists() or (run_dir / "journal.jsonl").exists():
-        raise BenchError(f"{run_dir} already holds a run; choose another --out")
+        raise BenchError(f"{run_dir} already holds a run; choose another --out or --resume it")
     try:
         run_dir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
@@ -268,17 +174,92 @@ def start_run(config: SweepConfig, devices: list[Device], out: Path | str | None
     return run
 
 
-def execute(run: Run, on_cell: Callable[[dict], None] | None = None) -> Path:
-    """Measure every cell of the run; always writes result.json, even on failure.
+def resume_run(run_dir: Path | str, inventory=None) -> Run:
+    """Reopen a run from its journal to measure the cells it lacks.
 
-    Out of memory: the cell is recorded as ``oom`` and larger batches of that model on
-    that device are skipped. Any other exception is recorded, the document is written
-    with status ``failed``, and the exception propagates.
+    Raises:
+        BenchError: no journal; a GPU of the run is not on this machine.
     """
-    on_cell = on_cell or (lambda rec: None)
+    from bench import devices as D
+
+    run = open_journal(run_dir, SweepConfig.from_dict)
+    gpus = [d for d in run.devices if d.kind == "cuda"]
+    if gpus:
+        inv = inventory or D.discover()
+        have = {g.uuid: g for g in inv.gpus}
+        for g in gpus:
+            if g.uuid not in have:
+                raise BenchError(f"GPU {g.index} ({g.uuid}) of this run is not on this machine")
+    return run
+
+
+def pending(run: Run) -> list[Cell]:
+    """The run's cells that have no record yet, in plan order."""
+    done = run.done_cell_ids()
+    return [c for c in plan(run.config, run.devices) if c.cell_id not in done]
+
+
+class GpuLock:
+    """An exclusive lock per GPU UUID, so two bench runs never measure the same GPU.
+
+    A file lock (flock) in ``JOULEBENCH_LOCK_DIR`` (default: the system temp folder);
+    the kernel releases it when the process ends, however it ends.
+    """
+
+    def __init__(self, devices: list[Device]) -> None:
+        self.devices = [d for d in devices if d.kind == "cuda"]
+        self._files: list = []
+
+    def __enter__(self) -> GpuLock:
+        import fcntl
+        import tempfile
+
+        folder = Path(os.environ.get("JOULEBENCH_LOCK_DIR") or tempfile.gettempdir())
+        folder.mkdir(parents=True, exist_ok=True)
+        try:
+            for d in self.devices:
+                f = open(folder / f"joulebench-{d.uuid}.lock", "a+")  # noqa: SIM115
+                try:
+                    fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                except OSError:
+                    f.seek(0)
+                    holder = f.read().strip() or "another process"
+                    f.close()
+                    raise BenchError(f"GPU {d.index} ({d.uuid}) is being measured by another "
+                                     f"bench run ({holder})") from None
+                f.seek(0)
+                f.truncate()
+                f.write(f"pid {os.getpid()}")
+                f.flush()
+                self._files.append(f)
+        except BaseException:
+            self.__exit__()
+            raise
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for f in self._files:
+            f.close()
+        self._files.clear()
+
+
+def execute(run: Run, on_record: Callable[[dict], None] | None = None,
+            lock: bool = True) -> Path:
+    """Measure the run's pending cells; always writes result.json, even on failure.
+
+    GPUs are measured in worker processes, one per GPU, in parallel; the CPU in this
+    process. Out of memory: the cell is recorded as ``oom`` and larger batches of that
+    model on that device are skipped. A failing device is reported and the others go
+    on; the document then has status ``failed``. Ctrl-C or SIGTERM: status
+    ``interrupted``, with every finished cell.
+    """
+    on_record = on_record or (lambda rec: None)
     status = "failed"
     try:
-        _execute(run, on_cell)
+        with GpuLock(run.devices if lock else []):
+            errors = _execute(run, on_record)
+        if errors:
+            raise RuntimeError("; ".join(errors))
         status = "complete"
     except KeyboardInterrupt:
         status = "interrupted"
@@ -288,100 +269,80 @@ def execute(run: Run, on_cell: Callable[[dict], None] | None = None) -> Path:
     return run.result_path
 
 
-def _execute(run: Run, on_cell: Callable[[dict], None]) -> None:
-    done = {c["cell_id"] for c in run.cells}
-    cells = [c for c in plan(run.config, run.devices) if c.cell_id not in done]
-    built: dict = {}
-    oom_at: dict = {}
-    for dev in run.devices:
-        srcs, missing = energy_sources(dev, run.config)
-        run.sources.extend([{"device": dev.label, "name": s.name, "scope": s.scope,
-                             "method": s.method, "description": s.description} for s in srcs])
-        run.sources.extend([{"device": dev.label, **m} for m in missing])
-        sampler = None
-        if dev.kind == "cuda":
-            from bench.sampler import Sampler
+def _emit_to(run: Run, on_record: Callable[[dict], None]) -> Callable[[dict], None]:
+    def emit(rec: dict) -> None:
+        run.add(rec)
+        on_record(rec)
 
-            # Sampled at 1 kHz for the whole device's cells: window edges are then
-            # interpolated between the counter's updates, not read from a stale counter.
-            sampler = Sampler([dev.index], rate_hz=1000.0).start()
-        meter = Meter(srcs, sync=_sync_for(dev), sampler=sampler)
-        idle_w = None
-        if dev.kind == "cuda":
-            idle = measure_idle(dev, meter)
-            run.idle.append(idle)
-            idle_w = idle["power_w"]
-        absent = {m["scope"]: m["reason"] for m in missing
-                  if not any(s.scope == m["scope"] for s in srcs)}
-        try:
-            for cell in (c for c in cells if c.device == dev):
-                key = (cell.model, cell.dtype)
-                if key not in built:
-                    built.clear()  # one model in memory at a time
-                    spec = models.get(cell.model)
-                    model = models.build(spec, cell.dtype, dev.torch_device, run.config.seed)
-                    workload.prepare(model)
-                    built[key] = (model, spec)
-                model, spec = built[key]
-                group = (dev.label, cell.model, cell.dtype, cell.input_len, cell.output_len)
-                if group in oom_at and cell.batch_size > oom_at[group]:
-                    rec = cells.record(cell, "skipped",
-                                       error=f"batch {oom_at[group]} ran out of memory")
-                else:
-                    rec = _run_one(cell, model, spec, meter, run.config, absent, idle_w,
-                                   sampler)
-                    if rec["status"] == "oom":
-                        oom_at[group] = cell.batch_size
-                run.add(rec)
-                on_cell(rec)
-        finally:
-            built.clear()
-            if sampler is not None:
-                sampler.stop()
-                run.traces.extend(sampler.traces())
-            for s in srcs:
-                close = getattr(s, "close", None)
-                if close:
-                    close()
+    return emit
 
 
-def _run_one(cell: Cell, model, spec, meter: Meter, config: SweepConfig,
-             absent: dict[str, str], idle_w: float | None, sampler) -> dict:
-    why = _fits(cell, spec, memory_cap_bytes(cell.device))
-    if why:
-        return cells.record(cell, "oom", error=why)
-    min_window_s = config.min_window_s or DEFAULT_MIN_WINDOW_S[cell.device.kind]
+def _execute(run: Run, on_record: Callable[[dict], None]) -> list[str]:
+    todo = pending(run)
+    emit = _emit_to(run, on_record)
+    errors: list[str] = []
+    gpu_devs = [d for d in run.devices if d.kind == "cuda" and any(c.device == d for c in todo)]
+    procs = _start_workers(run, gpu_devs, todo) if gpu_devs else None
     try:
-        repeats, prefill = cells.measure(cell, model, spec.config["vocab_size"], meter,
-                                         config, min_window_s, absent, config.phases)
-    except Exception as exc:
-        if not _is_oom(exc):
-            raise
-        oom = True
-    else:
-        oom = False
-    if oom:  # outside the except block, so the traceback's tensors can be freed
-        _free_memory(cell.device)
-        return cells.record(cell, "oom", error="out of memory")
-    scope = cells.primary_scope(cell.device)
-    trace = None
-    if sampler is not None:
-        tr = next(t for t in sampler.traces() if t.index == cell.device.index)
-        trace = tr.power_valid()
-    ph = cells.phases(repeats, prefill, scope, cell.batch_size, cell.input_len,
-                      cell.output_len, trace)
-    rec = cells.record(cell, "ok", repeats, idle_power_w=idle_w, phases_block=ph)
-    rec["roofline"] = roofline.cell_roofline(
-        cell.device, spec, cell.dtype, cell.batch_size, cell.input_len, cell.output_len,
-        rec["figures"]["output_tokens_per_j"])
-    return rec
+        for dev in (d for d in run.devices if d.kind != "cuda"):
+            mine = [c for c in todo if c.device == dev]
+            if mine:
+                run_device(dev, mine, run.config, run.run_dir, emit)
+        if procs:
+            errors.extend(_collect(procs, emit))
+    finally:
+        if procs:
+            _stop_workers(procs)
+    return errors
 
 
-def _free_memory(device: Device) -> None:
-    import gc
+def _start_workers(run: Run, gpus: list[Device], todo: list[Cell]):
+    import multiprocessing as mp
 
-    gc.collect()
-    if device.kind == "cuda":
-        import torch
+    ctx = mp.get_context("spawn")
+    queue = ctx.Queue()
+    workers = {}
+    for d in gpus:
+        mine = [c for c in todo if c.device == d]
+        p = ctx.Process(target=worker_main, name=f"joulebench-{d.label}",
+                        args=(d.to_dict(), mine, run.config, str(run.run_dir), queue))
+        p.start()
+        workers[d.label] = p
+    return queue, workers
 
-        torch.cuda.empty_cache()
+
+def _collect(procs, emit: Callable[[dict], None]) -> list[str]:
+    """Journal what the workers send until each is done; a dead worker is an error."""
+    import queue as q
+
+    queue, workers = procs
+    running = set(workers)
+    errors = []
+    while running:
+        try:
+            rec = queue.get(timeout=1.0)
+        except q.Empty:
+            for label in list(running):
+                if not workers[label].is_alive():
+                    running.discard(label)
+                    errors.append(f"{label}: worker exited with code "
+                                  f"{workers[label].exitcode}")
+            continue
+        kind = rec.get("type")
+        if kind == "done":
+            running.discard(rec["device"])
+        elif kind == "error":
+            running.discard(rec["device"])
+            errors.append(f"{rec['device']}: {rec['error']}")
+        else:
+            emit(rec)
+    return errors
+
+
+def _stop_workers(procs) -> None:
+    _, workers = procs
+    for p in workers.values():
+        p.join(timeout=5)
+        if p.is_alive():
+            p.terminate()
+            p.join(timeout=5)

@@ -39,9 +39,16 @@ def make_prompts(shape: Shape, vocab_size: int, seed: int = 0, device: str = "cp
     return ids.to(device)
 
 
-def prepare(model) -> None:
-    """Make the model generate to exactly ``max_new_tokens``: no EOS, greedy."""
+def prepare(model, device: str = "cpu", compile: bool = True) -> None:
+    """Make the model generate to exactly ``max_new_tokens``: no EOS, greedy.
+
+    On a CUDA device with ``compile``, a static KV cache: transformers then compiles the
+    decode step (torch.compile, mode reduce-overhead, CUDA graphs) and prefill stays
+    eager. On the CPU the dynamic cache, uncompiled.
+    """
     gc = model.generation_config
+    if device.startswith("cuda") and compile:
+        gc.cache_implementation = "static"
     gc.eos_token_id = None
     gc.do_sample = False
     gc.temperature = None

@@ -26,10 +26,10 @@ n = 0
 while time.monotonic() < end:
     a @ a; n += 1
 torch.cuda.synchronize(); print('matmuls', n)"
-    step "bench run: tiny-llama"
-    timeout 150 bench run --gpu 0 --model tiny-llama --batch 1,16,64 --min-window-s 2 \
+    step "bench run: tiny-llama, eager"
+    timeout 150 bench run --gpu 0 --model tiny-llama --batch 1,16,64 --min-window-s 2 --no-compile \
         --repeats 3 --json --out "$out/run-tiny"
-    step "bench run: llama-3.1-8b bf16, 512 in / 256 out"
+    step "bench run: llama-3.1-8b bf16, static cache + torch.compile, 512 in / 256 out"
     timeout 270 bench run --gpu 0 --model llama-3.1-8b --dtype bf16 --batch 1,16,64,256 \
         --input-len 512 --output-len 256 --min-window-s 5 --repeats 3 --json \
         --out "$out/run-8b"

@@ -6,14 +6,21 @@ from bench import runner
 from bench.devices import Device
 
 
-def test_gpu_cells_use_the_sampled_counter_and_idle_baseline(fake_nvml, monkeypatch, tmp_path):
+def gpu_env(monkeypatch, fake_nvml_dir, spec):
+    """The worker processes load the stand-in by name and run the model on the CPU."""
+    monkeypatch.setenv("LD_LIBRARY_PATH", str(fake_nvml_dir))
+    monkeypatch.setenv("FAKE_NVML_DEVICES", spec)
+    monkeypatch.setenv("JOULEBENCH_MODEL_DEVICE", "cpu")
+    monkeypatch.setenv("JOULEBENCH_LOCK_DIR", str(fake_nvml_dir))
+
+
+def test_gpu_cells_use_the_sampled_counter_and_idle_baseline(fake_nvml, fake_nvml_dir,
+                                                             monkeypatch, tmp_path):
     fake_nvml("base_w=250,update_ms=100")
-    monkeypatch.setattr(Device, "torch_device", property(lambda self: "cpu"))
-    monkeypatch.setattr(runner, "_sync_for", lambda dev: None)
-    monkeypatch.setattr(runner, "IDLE_WINDOW_S", 0.5)
+    gpu_env(monkeypatch, fake_nvml_dir, "base_w=250,update_ms=100")
     dev = Device("cuda", 0, "Fake GPU 0", "GPU-fake")
     cfg = runner.SweepConfig(batch_sizes=(1, 2), input_lens=(8,), output_lens=(4,),
-                             dtype="fp32", min_window_s=0.5, repeats=2)
+                             dtype="fp32", min_window_s=0.5, repeats=2, idle_s=0.5)
     run = runner.start_run(cfg, [dev], tmp_path / "run")
     runner.execute(run)
     doc = run.document("complete")

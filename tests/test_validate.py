@@ -24,13 +24,13 @@ def gpu_run(fake_nvml_dir, tmp_path_factory):
     out = tmp_path_factory.mktemp("gpu") / "run"
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("FAKE_NVML_DEVICES", "base_w=250,update_ms=100")
-        mp.setattr(Device, "torch_device", property(lambda self: "cpu"))
-        mp.setattr(runner, "_sync_for", lambda dev: None)
-        mp.setattr(runner, "IDLE_WINDOW_S", 0.3)
+        mp.setenv("LD_LIBRARY_PATH", str(fake_nvml_dir))
+        mp.setenv("JOULEBENCH_MODEL_DEVICE", "cpu")
+        mp.setenv("JOULEBENCH_LOCK_DIR", str(fake_nvml_dir))
         info = {"power_limit_w": 700.0}
         dev = Device("cuda", 0, "Fake GPU 0", "GPU-fake", info)
         cfg = runner.SweepConfig(batch_sizes=(1, 2), input_lens=(8,), output_lens=(4,),
-                                 dtype="fp32", min_window_s=0.3, repeats=2)
+                                 dtype="fp32", min_window_s=0.3, repeats=2, idle_s=0.3)
         run = runner.start_run(cfg, [dev], out)
         runner.execute(run)
     assert nvml._init_count == 0

@@ -33,12 +33,25 @@ class Device:
 
     @property
     def torch_device(self) -> str:
-        """The torch device string (GPU indices match NVML with CUDA_DEVICE_ORDER=PCI_BUS_ID)."""
+        """The torch device the model runs on.
+
+        GPU indices match NVML's with CUDA_DEVICE_ORDER=PCI_BUS_ID; a worker process,
+        which sees only its GPU, sets ``info["torch_device"]`` (``cuda:0``).
+        """
+        if self.info.get("torch_device"):
+            return self.info["torch_device"]
         return f"cuda:{self.index}" if self.kind == "cuda" else "cpu"
 
     def to_dict(self) -> dict:
+        info = {k: v for k, v in self.info.items() if k != "torch_device"}
         return {"kind": self.kind, "index": self.index, "name": self.name, "uuid": self.uuid,
-                **self.info}
+                **info}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> Device:
+        """The inverse of :meth:`to_dict`."""
+        info = {k: v for k, v in d.items() if k not in ("kind", "index", "name", "uuid")}
+        return cls(d["kind"], d.get("index"), d.get("name", ""), d.get("uuid"), info)
 
 
 @dataclass(frozen=True)

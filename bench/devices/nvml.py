@@ -246,3 +246,17 @@ def supported(h) -> dict[str, bool]:
         except SensorError:
             out[key] = False
     return out
+
+
+def compute_pids(index: int) -> list[int]:
+    """PIDs of the processes computing on GPU ``index`` (NVML's view)."""
+    init()
+    try:
+        h = handle(index)
+        try:
+            procs = pynvml.nvmlDeviceGetComputeRunningProcesses(h)
+        except pynvml.NVMLError as exc:
+            raise _translate(exc, "compute processes") from exc
+        return [int(p.pid) for p in procs]
+    finally:
+        shutdown()

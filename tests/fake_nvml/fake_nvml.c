@@ -13,6 +13,7 @@
  *   lost_after_s [-1]          after this many s from init every device call is GPU_IS_LOST
  *   reset_at_s [-1]            the counter restarts from 0 this many s after init
  *   limit_w [700]              enforced power limit
+ *   procs [0]                  other processes computing on the GPU (pids 4000000 + i)
  * Times are CLOCK_MONOTONIC seconds; energy is the integral of power from t = 0. */
 #define _GNU_SOURCE
 #include <math.h>
@@ -32,7 +33,7 @@
 typedef struct {
     double base_w, amp_w, period_s, update_s, power_update_s, latency_s, lost_after_s,
         reset_at_s, limit_w;
-    int avg, counter, fields, index;
+    int avg, counter, fields, index, procs;
     char name[64], uuid[80];
 } dev_t_;
 
@@ -65,7 +66,7 @@ static void parse(void) {
     char *save1 = NULL;
     for (char *dev = strtok_r(buf, ";", &save1); dev && ndev < MAXDEV; dev = strtok_r(NULL, ";", &save1)) {
         dev_t_ *d = &devs[ndev];
-        *d = (dev_t_){300, 0, 1, 0.1, 0.02, 0, -1, -1, 700, 1, 1, 1, ndev, "", ""};
+        *d = (dev_t_){300, 0, 1, 0.1, 0.02, 0, -1, -1, 700, 1, 1, 1, ndev, 0, "", ""};
         snprintf(d->name, sizeof d->name, "Fake GPU %d", ndev);
         snprintf(d->uuid, sizeof d->uuid, "GPU-fa4e0000-0000-0000-0000-00000000000%d", ndev);
         char *save2 = NULL;
@@ -85,6 +86,7 @@ static void parse(void) {
             else if (!strcmp(key, "lost_after_s")) d->lost_after_s = v;
             else if (!strcmp(key, "reset_at_s")) d->reset_at_s = v;
             else if (!strcmp(key, "limit_w")) d->limit_w = v;
+            else if (!strcmp(key, "procs")) d->procs = (int)v;
         }
         ndev++;
     }
@@ -236,5 +238,26 @@ int nvmlDeviceGetFieldValues(void *h, int count, field_t *v) {
         default: v[i].nvmlReturn = NVML_ERROR_NOT_SUPPORTED;
         }
     }
+    return NVML_SUCCESS;
+}
+
+typedef struct {
+    unsigned int pid;
+    unsigned long long usedGpuMemory;
+    unsigned int gpuInstanceId, computeInstanceId;
+} proc_t;
+
+int nvmlDeviceGetComputeRunningProcesses_v3(void *h, unsigned int *count, proc_t *procs) {
+    dev_t_ *d; int r = enter(h, &d); if (r) return r;
+    unsigned int n = (unsigned int)d->procs;
+    if (n == 0) { *count = 0; return NVML_SUCCESS; }
+    if (procs == NULL || *count < n) { *count = n; return NVML_ERROR_INSUFFICIENT_SIZE; }
+    for (unsigned int i = 0; i < n; i++) {
+        procs[i].pid = 4000000 + i;
+        procs[i].usedGpuMemory = 1ULL << 30;
+        procs[i].gpuInstanceId = 0xFFFFFFFF;
+        procs[i].computeInstanceId = 0xFFFFFFFF;
+    }
+    *count = n;
     return NVML_SUCCESS;
 }

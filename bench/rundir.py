@@ -1,0 +1,160 @@
+"""A run directory: the fsynced journal while running, result.json and trace.parquet at the end.
+
+The journal's first line is the run header (config and devices); then one line per
+finished cell, idle baseline and energy source. Raw samples are flushed after every cell
+as trace part files, so a run killed with SIGKILL loses at most the cell in flight, and
+``bench run --resume`` continues it.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from bench import provenance
+from bench.devices import Device
+from bench.errors import BenchError
+from bench.results import io, schema
+
+PARTS = "trace-parts"
+
+
+@dataclass
+class Run:
+    """A run directory being written."""
+
+    run_dir: Path
+    run_id: str
+    config: object  # runner.SweepConfig
+    devices: list[Device]
+    started_utc: str = field(default_factory=provenance.utc_now)
+    cells: list[dict] = field(default_factory=list)
+    sources: list[dict] = field(default_factory=list)
+    idle: list[dict] = field(default_factory=list)
+
+    @property
+    def journal(self) -> Path:
+        return self.run_dir / "journal.jsonl"
+
+    @property
+    def result_path(self) -> Path:
+        return self.run_dir / "result.json"
+
+    @property
+    def parts_dir(self) -> Path:
+        return self.run_dir / PARTS
+
+    def add(self, record: dict) -> None:
+        """Journal a record (fsynced) and keep it: cell, idle or source."""
+        io.append_journal(self.journal, record)
+        {"cell": self.cells, "idle": self.idle, "source": self.sources}[record["type"]].append(
+            record)
+
+    def done_cell_ids(self) -> set[str]:
+        return {c["cell_id"] for c in self.cells}
+
+    def document(self, status: str) -> dict:
+        ok = [c for c in self.cells if c["status"] == "ok" and c["figures"]]
+        tpj = [c["figures"]["output_tokens_per_j"] for c in ok
+               if c["figures"]["output_tokens_per_j"] is not None]
+
+        def strip(recs):
+            return [{k: v for k, v in r.items() if k != "type"} for r in recs]
+
+        return {
+            "schema": schema.SCHEMA_ID,
+            "schema_version": schema.SCHEMA_VERSION,
+            "run_id": self.run_id,
+            "status": status,
+            "started_utc": self.started_utc,
+            "finished_utc": provenance.utc_now(),
+            "provenance": provenance.collect(),
+            "config": self.config.to_dict(),
+            "devices": [d.to_dict() for d in self.devices],
+            "energy_sources": strip(self.sources),
+            "idle": strip(self.idle),
+            "cells": self.cells,
+            "summary": {"cells": len(self.cells), "ok": len(ok),
+                        "not_ok": len(self.cells) - len(ok),
+                        "max_output_tokens_per_j": max(tpj) if tpj else None},
+        }
+
+    def finish(self, status: str) -> Path:
+        """Merge the trace parts and write result.json atomically."""
+        doc = self.document(status)
+        doc["trace"] = merge_trace_parts(self.run_dir)
+        path = io.write_json_atomic(self.result_path, doc)
+        shutil.rmtree(self.parts_dir, ignore_errors=True)
+        return path
+
+
+def write_trace_part(run_dir: Path, trace, start: int, seq: int) -> int:
+    """Write samples ``start:`` of one device's trace as a part file; returns the new end."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    n = len(trace)
+    if n <= start:
+        return start
+    parts = Path(run_dir) / PARTS
+    parts.mkdir(exist_ok=True)
+    cols = {"device_index": [trace.index] * (n - start)}
+    for name in io.TRACE_COLUMNS[1:]:
+        cols[name] = getattr(trace, name)[start:n]
+    path = parts / f"gpu{trace.index:03d}-{seq:06d}.parquet"
+    tmp = path.with_name(f".{path.name}.tmp")
+    pq.write_table(pa.table(cols), tmp)
+    with open(tmp, "rb") as f:
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+    return n
+
+
+def merge_trace_parts(run_dir: Path) -> dict:
+    """Concatenate the part files (by device, then order) into trace.parquet."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    parts = sorted(p for p in (Path(run_dir) / PARTS).glob("gpu*.parquet")) \
+        if (Path(run_dir) / PARTS).is_dir() else []
+    if not parts:
+        return {"file": None, "reason": "no sampled device (CPU energy is read at window "
+                "edges)"}
+    table = pa.concat_tables([pq.read_table(p) for p in parts])
+    path = Path(run_dir) / io.TRACE_FILE
+    tmp = path.with_name(f".{io.TRACE_FILE}.tmp-{os.getpid()}")
+    pq.write_table(table, tmp)
+    with open(tmp, "rb") as f:
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+    return {"file": io.TRACE_FILE, "sha256": io.sha256_file(path), "rows": table.num_rows,
+            "columns": list(io.TRACE_COLUMNS)}
+
+
+def open_journal(run_dir: Path | str, config_from_dict) -> Run:
+    """Rebuild a :class:`Run` from its journal, to resume it.
+
+    Raises:
+        BenchError: no journal, or no run header in it.
+    """
+    run_dir = Path(run_dir)
+    records = io.read_journal(run_dir / "journal.jsonl")
+    if not records or records[0].get("type") != "run":
+        raise BenchError(f"{run_dir}: no run journal to resume")
+    head = records[0]
+    try:
+        config = config_from_dict(head["config"])
+        devices = [Device.from_dict(d) for d in head["devices"]]
+        run = Run(run_dir, head["run_id"], config, devices, started_utc=head["started_utc"])
+    except (KeyError, TypeError, ValueError) as exc:
+        raise BenchError(f"{run_dir}: the journal's header is damaged ({exc})") from None
+    for rec in records[1:]:
+        kind = rec.get("type")
+        target = {"cell": run.cells, "idle": run.idle, "source": run.sources}.get(kind)
+        if target is not None:
+            if kind == "cell" and rec.get("cell_id") in run.done_cell_ids():
+                continue
+            target.append(rec)
+    return run

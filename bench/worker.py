@@ -1,0 +1,258 @@
+"""One device's share of a sweep: its meter, sampler, idle baseline and cells.
+
+It runs in the main process (the CPU) or in a worker process of its own (one per GPU,
+started with spawn and ``CUDA_VISIBLE_DEVICES=<UUID>``, so each GPU is measured by a
+process that sees only it). Records go out through ``emit``; raw samples go to trace
+part files in the run directory after every cell.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable
+
+from bench import cells, models, roofline, workload
+from bench.devices import Device
+from bench.errors import NoSensor
+from bench.meter import Meter
+
+DEFAULT_MIN_WINDOW_S = {"cpu": 2.0, "cuda": 5.0}
+
+
+def energy_sources(device: Device, cpu_w_per_thread: float | None) -> tuple[list, list[dict]]:
+    """The meter's sources for a device, and the scopes that have none (with the reason).
+
+    GPU scope: NVML's counter. CPU and DRAM scope: RAPL where readable, else (CPU only)
+    the labelled estimate.
+    """
+    from bench.devices import cpu, rapl
+
+    srcs: list = []
+    missing: list[dict] = []
+    if device.kind == "cuda":
+        from bench.devices.nvml import NvmlEnergySource
+
+        srcs.append(NvmlEnergySource(device.index))
+    try:
+        rsrcs, why = rapl.sources()
+    except NoSensor as exc:
+        rsrcs, why = [], str(exc)
+    srcs.extend(rsrcs)
+    if not any(s.scope == "cpu" for s in rsrcs):
+        srcs.append(cpu.CpuTimeEstimateSource(cpu_w_per_thread or cpu.DEFAULT_W_PER_LOGICAL_CPU))
+        missing.append({"scope": "cpu", "measured": False, "reason": why})
+    if not any(s.scope == "dram" for s in rsrcs):
+        missing.append({"scope": "dram", "measured": False, "reason": why or "no RAPL dram zone"})
+    return srcs, missing
+
+
+def measure_idle(device: Device, meter: Meter, seconds: float) -> dict:
+    """The device's idle power before its cells: a window with nothing running on it."""
+    with meter.window(f"idle-{device.label}") as w:
+        time.sleep(seconds)
+    m = w.result
+    scope = cells.primary_scope(device)
+    e = m.energy_j(scope)
+    return {"type": "idle", "device": device.label, "scope": scope,
+            "duration_s": m.duration_s, "energy_j": e,
+            "power_w": e / m.duration_s if e is not None else None,
+            "method": m.method(scope), "reason": m.reason(scope) if e is None else None}
+
+
+def memory_cap_bytes(device: Device) -> float | None:
+    """Memory a cell may still use: ``JOULEBENCH_MEMORY_CAP_BYTES``, else free GPU memory.
+
+    The variable simulates a smaller GPU (tests use it for the out-of-memory path) or
+    keeps headroom.
+    """
+    cap = os.environ.get("JOULEBENCH_MEMORY_CAP_BYTES")
+    if cap:
+        return float(cap)
+    if device.torch_device.startswith("cuda"):
+        import torch
+
+        free, _ = torch.cuda.mem_get_info(device.torch_device)
+        return float(free)
+    return None
+
+
+def does_not_fit(cell, spec, cap: float | None) -> str | None:
+    """None if the cell fits in ``cap`` bytes, else why not (loaded weights are resident)."""
+    if cap is None:
+        return None
+    from bench.models import arithmetic
+
+    a = arithmetic.of(spec, cell.dtype)
+    need = a.memory_bytes(cell.batch_size, cell.input_len, cell.output_len)
+    if not os.environ.get("JOULEBENCH_MEMORY_CAP_BYTES"):
+        need -= a.weight_bytes  # free memory is measured with the weights loaded
+    if need > cap:
+        return (f"out of memory (pre-check): needs {need / 1e9:.3g} GB, "
+                f"{cap / 1e9:.3g} GB available")
+    return None
+
+
+def _is_oom(exc: BaseException) -> bool:
+    import torch
+
+    return isinstance(exc, torch.OutOfMemoryError) or "out of memory" in str(exc).lower()
+
+
+def _free_memory(device: Device) -> None:
+    import gc
+
+    gc.collect()
+    if device.torch_device.startswith("cuda"):
+        import torch
+
+        torch.cuda.empty_cache()
+
+
+def _sync_for(device: Device) -> Callable[[], None] | None:
+    if not device.torch_device.startswith("cuda"):
+        return None
+    import torch
+
+    return lambda: torch.cuda.synchronize(device.torch_device)
+
+
+def other_processes(device: Device, ours: set[int]) -> list[int]:
+    """PIDs of other processes computing on the GPU (NVML), or [] where unknown."""
+    if device.kind != "cuda":
+        return []
+    from bench.devices import nvml
+
+    try:
+        return [p for p in nvml.compute_pids(device.index) if p not in ours]
+    except Exception:  # a sensor question; never stops the sweep
+        return []
+
+
+def run_device(device: Device, todo: list, config, run_dir, emit: Callable[[dict], None],
+               ours: set[int] | None = None) -> None:
+    """Measure ``todo`` (cells of this device, batches ascending) and emit every record."""
+    from bench.rundir import write_trace_part
+
+    ours = (ours or set()) | {os.getpid()}
+    srcs, missing = energy_sources(device, config.cpu_w_per_logical_cpu)
+    for s in srcs:
+        emit({"type": "source", "device": device.label, "name": s.name, "scope": s.scope,
+              "method": s.method, "description": s.description})
+    for m in missing:
+        emit({"type": "source", "device": device.label, **m})
+    absent = {m["scope"]: m["reason"] for m in missing
+              if not any(s.scope == m["scope"] for s in srcs)}
+    sampler = None
+    flushed, seq = 0, 0
+    built: dict = {}
+    oom_at: dict = {}
+    try:
+        if device.kind == "cuda":
+            from bench.sampler import Sampler
+
+            # Sampled at 1 kHz for all the device's cells: window edges are interpolated
+            # between the counter's updates, not read from a stale counter.
+            sampler = Sampler([device.index], rate_hz=1000.0).start()
+        meter = Meter(srcs, sync=_sync_for(device), sampler=sampler)
+        idle_w = None
+        if device.kind == "cuda":
+            idle = measure_idle(device, meter, config.idle_s)
+            emit(idle)
+            idle_w = idle["power_w"]
+        compiled = device.torch_device.startswith("cuda") and config.compile
+        last_batch = None
+        for cell in todo:
+            if compiled and cell.batch_size != last_batch:
+                import torch
+
+                # Static shapes per batch size: a fresh compile instead of hitting the
+                # recompile limit (8), after which dynamo silently falls back to eager.
+                torch._dynamo.reset()
+            last_batch = cell.batch_size
+            key = (cell.model, cell.dtype)
+            if key not in built:
+                built.clear()  # one model in memory at a time
+                spec = models.get(cell.model)
+                model = models.build(spec, cell.dtype, device.torch_device, config.seed)
+                workload.prepare(model, device.torch_device, config.compile)
+                built[key] = (model, spec)
+            model, spec = built[key]
+            group = (cell.model, cell.dtype, cell.input_len, cell.output_len)
+            if group in oom_at and cell.batch_size > oom_at[group]:
+                rec = cells.record(cell, "skipped",
+                                   error=f"batch {oom_at[group]} ran out of memory")
+            else:
+                before = other_processes(device, ours)
+                rec = _run_one(cell, model, spec, meter, config, absent, idle_w, sampler)
+                others = sorted(set(before) | set(other_processes(device, ours)))
+                rec["contended"] = bool(others)
+                rec["other_pids"] = others
+                if rec["status"] == "oom":
+                    oom_at[group] = cell.batch_size
+            rec["pid"] = os.getpid()
+            if sampler is not None:
+                (tr,) = sampler.traces()
+                flushed = write_trace_part(run_dir, tr, flushed, seq)
+                seq += 1
+            emit(rec)
+    finally:
+        built.clear()
+        if sampler is not None:
+            sampler.stop()
+            (tr,) = sampler.traces()
+            write_trace_part(run_dir, tr, flushed, seq)
+        for s in srcs:
+            close = getattr(s, "close", None)
+            if close:
+                close()
+
+
+def _run_one(cell, model, spec, meter: Meter, config, absent: dict[str, str],
+             idle_w: float | None, sampler) -> dict:
+    why = does_not_fit(cell, spec, memory_cap_bytes(cell.device))
+    if why:
+        return cells.record(cell, "oom", error=why)
+    min_window_s = config.min_window_s or DEFAULT_MIN_WINDOW_S[cell.device.kind]
+    try:
+        repeats, prefill = cells.measure(cell, model, spec.config["vocab_size"], meter,
+                                         config, min_window_s, absent, config.phases)
+    except Exception as exc:
+        if not _is_oom(exc):
+            raise
+        oom = True
+    else:
+        oom = False
+    if oom:  # outside the except block, so the traceback's tensors can be freed
+        _free_memory(cell.device)
+        return cells.record(cell, "oom", error="out of memory")
+    scope = cells.primary_scope(cell.device)
+    trace = None
+    if sampler is not None:
+        (tr,) = sampler.traces()
+        trace = tr.power_valid()
+    ph = cells.phases(repeats, prefill, scope, cell.batch_size, cell.input_len,
+                      cell.output_len, trace)
+    rec = cells.record(cell, "ok", repeats, idle_power_w=idle_w, phases_block=ph)
+    rec["roofline"] = roofline.cell_roofline(
+        cell.device, spec, cell.dtype, cell.batch_size, cell.input_len, cell.output_len,
+        rec["figures"]["output_tokens_per_j"])
+    return rec
+
+
+def worker_main(device_dict: dict, todo: list, config, run_dir: str, queue) -> None:
+    """Entry point of a worker process (spawn): one GPU, visible as cuda:0."""
+    uuid = device_dict.get("uuid")
+    if uuid:
+        os.environ["CUDA_VISIBLE_DEVICES"] = uuid  # before torch is imported here
+    device = Device.from_dict(device_dict)
+    device.info["torch_device"] = os.environ.get("JOULEBENCH_MODEL_DEVICE") or "cuda:0"
+    todo = [c.with_device(device) for c in todo]
+    try:
+        run_device(device, todo, config, run_dir, queue.put, {os.getppid()})
+        queue.put({"type": "done", "device": device.label})
+    except KeyboardInterrupt:
+        queue.put({"type": "error", "device": device.label, "error": "interrupted"})
+    except BaseException as exc:  # reported to the parent, which keeps what was measured
+        queue.put({"type": "error", "device": device.label,
+                   "error": f"{exc.__class__.__name__}: {exc}"})
