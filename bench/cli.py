@@ -87,6 +87,9 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--model", type=_str_list, default=None,
                    help="built-in model names or model JSON files, comma-separated "
                    "(default tiny-llama)")
+    r.add_argument("--weights", default=None, metavar="PATH",
+                   help="a local Hugging Face checkpoint folder to load instead of random "
+                   "weights (nothing is downloaded)")
     r.add_argument("--batch", type=_int_list, default=None,
                    help="batch sizes, comma-separated (default 1,4,16)")
     r.add_argument("--input-len", type=_int_list, default=None,
@@ -269,6 +272,10 @@ def _config_from_args(args: argparse.Namespace):
              "cpu_w_per_logical_cpu": args.cpu_w_per_thread, "idle_s": args.idle_s}
     # flags given on the command line override the file; the rest keep its values
     merged = {**base, **{k: v for k, v in given.items() if v is not None}}
+    if args.weights:
+        if args.model:
+            raise BenchError("--weights names the model; leave out --model")
+        merged["models"] = (args.weights,)
     if args.no_phases:
         merged["phases"] = False
     if args.no_compile:

@@ -26,6 +26,7 @@ class ModelSpec:
     config: dict = field(hash=False)
     description: str = ""
     source: str = ""
+    weights: str | None = None  # a local Hugging Face checkpoint folder; None: random
 
     @classmethod
     def from_dict(cls, d: dict, origin: str) -> ModelSpec:
@@ -67,12 +68,36 @@ def builtin_names() -> list[str]:
     return sorted(p.name[:-5] for p in files.iterdir() if p.name.endswith(".json"))
 
 
+def from_checkpoint(path: str) -> ModelSpec:
+    """A local Hugging Face checkpoint folder (config.json + weights) as a model.
+
+    Raises:
+        BenchError: not a folder with a readable config.json.
+    """
+    p = Path(path)
+    try:
+        config = json.loads((p / "config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise BenchError(f"{path} is not a checkpoint folder with a config.json "
+                         f"({exc.__class__.__name__})") from None
+    if not isinstance(config, dict) or "model_type" not in config:
+        raise BenchError(f"{path}/config.json has no model_type")
+    model_type = config["model_type"]
+    cfg = {k: v for k, v in config.items()
+           if k not in ("model_type", "architectures", "transformers_version", "dtype",
+                        "torch_dtype")}
+    return ModelSpec(str(path), model_type, cfg, f"weights from {p.resolve()}",
+                     "local checkpoint", weights=str(p))
+
+
 def get(name_or_path: str) -> ModelSpec:
-    """A built-in model by name, or a model file (JSON) by path.
+    """A built-in model by name, a model file (JSON) or a local checkpoint folder by path.
 
     Raises:
         BenchError: unknown name, unreadable or malformed file.
     """
+    if Path(name_or_path).is_dir():
+        return from_checkpoint(name_or_path)
     if name_or_path.endswith(".json") or "/" in name_or_path:
         path = Path(name_or_path)
         try:
@@ -106,6 +131,16 @@ def build(spec: ModelSpec, dtype: str, device: str, seed: int = 0):
     import torch
     from transformers import AutoModelForCausalLM
 
+    if spec.weights:
+        import os
+
+        os.environ["HF_HUB_OFFLINE"] = "1"  # a local path only: never a download
+        try:
+            model = AutoModelForCausalLM.from_pretrained(
+                spec.weights, dtype=torch_dtype(dtype), local_files_only=True)
+        except (OSError, ValueError) as exc:
+            raise BenchError(f"cannot load weights from {spec.weights}: {exc}") from None
+        return model.to(device).eval()
     torch.manual_seed(seed)
     if device.startswith("cuda"):
         torch.cuda.manual_seed_all(seed)
