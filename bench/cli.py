@@ -121,6 +121,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="end stdout with one JSON line: run_id, result path and cells")
     r.add_argument("--no-phases", action="store_true",
                    help="skip the prefill-only window (no subtraction-method phases)")
+    r.add_argument("--report", action="store_true",
+                   help="write the HTML report into RUN_DIR/report at the end")
     r.add_argument("--quiet", action="store_true", help="no per-cell progress lines")
     r.set_defaults(func=cmd_run)
 
@@ -236,6 +238,20 @@ def build_parser() -> argparse.ArgumentParser:
     ec.add_argument("--fx", type=_positive_float, default=None,
                     help="CNY per USD override")
     ec.set_defaults(func=cmd_econ)
+
+    rp = sub.add_parser("report", help="plots and a self-contained HTML report",
+                        description="Write report.html (images inline, no network) and the "
+                        "PNGs: tokens/J against batch, a power timeline with phase marks, "
+                        "the Pareto front, RMB per kWh against the electricity price, and "
+                        "the fraction of the energy roofline.")
+    rp.add_argument("paths", nargs="*", default=["results"],
+                    help="run directories, result.json files or folders (default results/)")
+    rp.add_argument("--out", default="report", help="output folder (default report/)")
+    rp.add_argument("--scenario", default="china-grid-reference",
+                    help="economics scenario for the RMB per kWh plot")
+    rp.add_argument("--with", dest="extra", action="append", default=[], metavar="TABLE",
+                    help="a table file (e.g. bench import output) drawn as published points")
+    rp.set_defaults(func=cmd_report)
 
     ls = sub.add_parser("list", help="list built-in models or the devices of this machine",
                         description="List built-in models (with parameter counts) or "
@@ -359,6 +375,10 @@ def _run_and_report(run, args: argparse.Namespace) -> int:
         print("energy_method 'estimate': CPU energy is assumed W per busy thread x CPU time, "
               "not measured (no readable RAPL counter).")
     print(f"result: {path}")
+    if getattr(args, "report", False):
+        from bench.report import make_report
+
+        print(f"report: {make_report([run.run_dir], run.run_dir / 'report')}")
     if args.json:
         print(json.dumps({"run_id": run.run_id, "result": str(path), "cells": [
             {k: c[k] for k in ("cell_id", "status", "energy_method", "scope", "figures")}
@@ -587,6 +607,15 @@ def _emit(df, fmt: str) -> None:
         sys.stdout.write(df.to_csv(index=False))
     else:
         print(df.to_string(index=False, float_format=lambda x: f"{x:.4g}"))
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    """``bench report``: plots and report.html."""
+    from bench.report import make_report
+
+    page = make_report(args.paths, args.out, args.scenario, args.extra)
+    print(f"report: {page}")
+    return 0
 
 
 def cmd_list(args: argparse.Namespace) -> int:

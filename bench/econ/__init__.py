@@ -158,8 +158,8 @@ def value_per_kwh(table, scenario: Scenario | str, price_rmb_per_mtok: float | N
     df["best_batch"] = False
     if len(df):
         rev = pd.to_numeric(df["revenue_rmb_per_kwh"], errors="coerce")
-        key = df[["source", "device_name", "num_devices", "model"]].astype(str).agg("|".join,
-                                                                                    axis=1)
+        key = df[["source", "device_name", "num_devices", "model"]].apply(
+            lambda r: "|".join(str(x) for x in r), axis=1)
         for _, idx in rev.groupby(key).groups.items():
             sub = rev.loc[idx].dropna()
             if len(sub):
