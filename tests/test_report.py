@@ -78,3 +78,21 @@ def test_report_of_a_gpu_run_draws_the_power_timeline(fake_nvml_dir, tmp_path, m
     doc = json.loads((tmp_path / "g" / "result.json").read_text())
     assert doc["cells"][0]["roofline"]["device_spec"] == "H200"
     assert page.exists()
+
+
+def test_report_opens_in_headless_chromium(cpu_run, tmp_path):
+    import shutil
+    import subprocess
+    from pathlib import Path
+
+    if not (shutil.which("chromium") or shutil.which("chromium-browser")):
+        pytest.skip("chromium is not installed (apt-get install chromium)")
+    script = Path(__file__).resolve().parent.parent / "scripts" / "report_screenshot.sh"
+    shot = tmp_path / "shot.png"
+    p = subprocess.run(["bash", str(script), str(cpu_run / "report" / "report.html"),
+                        str(shot)], capture_output=True, text=True, timeout=120)
+    assert p.returncode == 0, p.stderr
+    img = png_pixels(shot)
+    assert img.shape[0] >= 2000
+    # the plots are drawn: the screenshot has more than a page of plain text
+    assert float(np.std(img[..., :3])) > 0.1
