@@ -3,6 +3,9 @@
 # (bench probe), a measured idle-to-load command (bench measure), then a short sweep of
 # the tiny model and of the Llama-3.1-8B architecture in bf16 (input 512, output 256).
 # Usage: scripts/device_check.sh [OUT_DIR]   (default results/device-checks/<UTC stamp>)
+# With the device tool: scripts/device_check.sh "$OUT" -- it writes log.txt and the run
+# directories run-tiny/ and run-8b/ (7 files, one folder deep: all of them come back);
+# then copy them under results/device-checks/<stamp>/ and commit.
 # Reads only: never changes clocks, power limits or any other GPU setting.
 set -uo pipefail
 cd "$(dirname "$0")/.."

@@ -45,3 +45,11 @@ def test_every_module_has_a_docstring():
 
     for p in [*ROOT.joinpath("bench").rglob("*.py"), *ROOT.joinpath("kernels").rglob("*.py")]:
         assert ast.get_docstring(ast.parse(p.read_text())), p
+
+
+def test_table_and_econ_columns_are_documented():
+    from bench.econ import OUTPUT_COLUMNS
+    from bench.results.table import COLUMNS
+
+    for name, _ in (*COLUMNS, *OUTPUT_COLUMNS):
+        assert f"| `{name}` |" in README, name

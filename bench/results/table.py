@@ -43,6 +43,13 @@ COLUMNS: tuple[tuple[str, str], ...] = (
     ("energy_j", "energy over all windows, J"),
     ("duration_s", "time over all windows, s"),
     ("idle_power_w", "the device's idle power before the sweep, W"),
+    ("incremental_output_tokens_per_j", "output tokens per joule above idle power"),
+    ("max_power_w", "highest sampled power, W"),
+    ("ttft_s", "time to first token, median over calls, s"),
+    ("prefill_j_per_input_token", "prefill energy per input token (subtraction method), J"),
+    ("decode_j_per_output_token", "decode energy per output token (subtraction method), J"),
+    ("roofline_fraction", "fraction of the device's energy roofline at TDP"),
+    ("contended", "another process computed on the GPU during the cell"),
     ("harness_version", "joulebench version (null for imports)"),
     ("git_commit", "harness commit (null for imports)"),
 )
@@ -76,6 +83,8 @@ def rows_from_document(doc: dict, origin: str = "") -> list[dict]:
         f = c.get("figures") or {}
         u = c.get("uncertainty") or {}
         ci = u.get("output_tokens_per_j_ci95") or [None, None]
+        ph = c.get("phases") if isinstance(c.get("phases"), dict) else {}
+        sub = ph.get("subtraction") if isinstance(ph.get("subtraction"), dict) else {}
         rows.append(_row(
             table_schema_version=TABLE_SCHEMA_VERSION, source="joulebench",
             run_id=doc.get("run_id"), cell_id=c.get("cell_id"), device=c.get("device"),
@@ -91,7 +100,14 @@ def rows_from_document(doc: dict, origin: str = "") -> list[dict]:
             mean_power_w=f.get("mean_power_w"),
             output_tokens_per_j_ci95_low=ci[0], output_tokens_per_j_ci95_high=ci[1],
             repeats=u.get("repeats"), energy_j=f.get("energy_j"),
-            duration_s=f.get("duration_s"), idle_power_w=idle.get(c.get("device")),
+            duration_s=f.get("duration_s"),
+            idle_power_w=c.get("idle_power_w", idle.get(c.get("device"))),
+            incremental_output_tokens_per_j=f.get("incremental_output_tokens_per_j"),
+            max_power_w=f.get("max_power_w"), ttft_s=ph.get("ttft_s"),
+            prefill_j_per_input_token=sub.get("prefill_j_per_input_token"),
+            decode_j_per_output_token=sub.get("decode_j_per_output_token"),
+            roofline_fraction=(c.get("roofline") or {}).get("fraction"),
+            contended=c.get("contended"),
             harness_version=harness.get("version"), git_commit=harness.get("commit")))
     return rows
 
