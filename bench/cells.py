@@ -50,8 +50,11 @@ def measure_window(meter: Meter, name: str, model, ids, output_len: int,
 
 
 def measure(cell, model, vocab_size: int, meter: Meter, config, min_window_s: float,
-            absent: dict[str, str] | None = None, phases: bool = True) -> tuple[list, dict]:
+            absent: dict[str, str] | None = None, phases: bool = True,
+            progress=lambda event: None) -> tuple[list, dict]:
     """Warm up, measure the repeats and (with ``phases``) the prefill-only window.
+
+    ``progress`` receives ``{"type": "progress", ...}`` before each window.
 
     Returns:
         (repeats, prefill_window or None)
@@ -63,10 +66,20 @@ def measure(cell, model, vocab_size: int, meter: Meter, config, min_window_s: fl
         warmup = max(warmup, 2)  # compile, then record the CUDA graphs: both unmeasured
     for _ in range(warmup):
         workload.generate_exact(model, ids, cell.output_len)
-    repeats = [measure_window(meter, f"{cell.cell_id}#{r}", model, ids, cell.output_len,
-                              min_window_s, absent) for r in range(config.repeats)]
+    windows = config.repeats + (1 if phases and cell.output_len > 1 else 0)
+
+    def step(i: int, what: str) -> None:
+        progress({"type": "progress", "device": cell.device.label, "cell_id": cell.cell_id,
+                  "window": i + 1, "windows": windows, "what": what})
+
+    repeats = []
+    for r in range(config.repeats):
+        step(r, f"repeat {r + 1}/{config.repeats}")
+        repeats.append(measure_window(meter, f"{cell.cell_id}#{r}", model, ids,
+                                      cell.output_len, min_window_s, absent))
     prefill = None
     if phases and cell.output_len > 1:
+        step(config.repeats, "prefill-only window")
         workload.generate_exact(model, ids, 1)  # warm the one-token shape too
         prefill = measure_window(meter, f"{cell.cell_id}#prefill", model, ids, 1,
                                  min_window_s, absent)

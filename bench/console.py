@@ -94,8 +94,8 @@ def _num(x) -> str:
 
 
 class RunProgress:
-    """A progress bar per device (cells done, current cell, ETA) on stderr, plus a line per
-    finished cell."""
+    """A progress bar per device (cells done, current cell and window, ETA) on stderr, plus
+    a line per finished cell."""
 
     def __init__(self, todo: list) -> None:
         from rich.progress import (
@@ -124,6 +124,11 @@ class RunProgress:
         self.progress.stop()
 
     def update(self, rec: dict) -> None:
+        if rec.get("type") == "progress":
+            task = self.tasks.get(rec["device"])
+            if task is not None:
+                self.progress.update(task, description=f"{rec['cell_id']} {rec['what']}")
+            return
         if rec.get("type") != "cell":
             return
         f = rec.get("figures") or {}

@@ -271,7 +271,8 @@ def execute(run: Run, on_record: Callable[[dict], None] | None = None,
 
 def _emit_to(run: Run, on_record: Callable[[dict], None]) -> Callable[[dict], None]:
     def emit(rec: dict) -> None:
-        run.add(rec)
+        if rec.get("type") != "progress":  # progress events are shown, not journaled
+            run.add(rec)
         on_record(rec)
 
     return emit

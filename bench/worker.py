@@ -184,7 +184,8 @@ def run_device(device: Device, todo: list, config, run_dir, emit: Callable[[dict
                                    error=f"batch {oom_at[group]} ran out of memory")
             else:
                 before = other_processes(device, ours)
-                rec = _run_one(cell, model, spec, meter, config, absent, idle_w, sampler)
+                rec = _run_one(cell, model, spec, meter, config, absent, idle_w, sampler,
+                               emit)
                 others = sorted(set(before) | set(other_processes(device, ours)))
                 rec["contended"] = bool(others)
                 rec["other_pids"] = others
@@ -209,14 +210,14 @@ def run_device(device: Device, todo: list, config, run_dir, emit: Callable[[dict
 
 
 def _run_one(cell, model, spec, meter: Meter, config, absent: dict[str, str],
-             idle_w: float | None, sampler) -> dict:
+             idle_w: float | None, sampler, emit=lambda rec: None) -> dict:
     why = does_not_fit(cell, spec, memory_cap_bytes(cell.device))
     if why:
         return cells.record(cell, "oom", error=why)
     min_window_s = config.min_window_s or DEFAULT_MIN_WINDOW_S[cell.device.kind]
     try:
         repeats, prefill = cells.measure(cell, model, spec.config["vocab_size"], meter,
-                                         config, min_window_s, absent, config.phases)
+                                         config, min_window_s, absent, config.phases, emit)
     except Exception as exc:
         if not _is_oom(exc):
             raise
