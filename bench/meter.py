@@ -165,7 +165,8 @@ class Meter:
         from bench.sampler import sampled_energy
 
         self.sampler.wait_past(t1 + int(self.settle_s * 1e9))
-        traces = {tr.index: tr for tr in self.sampler.traces()}
+        # chunks ending over 2 s before the window hold nothing it needs
+        traces = {tr.index: tr for tr in self.sampler.traces(since_ns=t0 - 2_000_000_000)}
         out = []
         for s, r in zip(self.sources, readings, strict=True):
             tr = traces.get(getattr(s, "index", None))

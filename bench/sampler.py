@@ -202,12 +202,19 @@ class Sampler:
         return self._thread is not None
 
     # -- data -----------------------------------------------------------------------
-    def traces(self) -> list[Trace]:
-        """Everything sampled so far, one :class:`Trace` per GPU (a consistent snapshot)."""
+    def traces(self, since_ns: int | None = None) -> list[Trace]:
+        """What was sampled, one :class:`Trace` per GPU (a consistent snapshot).
+
+        Args:
+            since_ns: leave out whole buffer chunks that end before this time (a window
+                needs only its own samples and one counter update before it), so the
+                cost stays that of the window, not of the whole run.
+        """
         if self._error is not None:
             raise SensorError(f"sampler failed: {self._error}")
         with self._lock:
-            parts = list(self._chunks)
+            parts = [p for p in self._chunks if p[0].shape[1] and (
+                since_ns is None or int(p[0][:, -1].max()) >= since_ns)]
             if self._current is not None:
                 n = int(self._progress[0])
                 parts.append(tuple(a[:, :n].copy() for a in self._current))

@@ -230,7 +230,7 @@ def _run_one(cell, model, spec, meter: Meter, config, absent: dict[str, str],
     scope = cells.primary_scope(cell.device)
     trace = None
     if sampler is not None:
-        (tr,) = sampler.traces()
+        (tr,) = sampler.traces(since_ns=repeats[0]["t0_ns"] - 1_000_000_000)
         trace = tr.power_valid()
     ph = cells.phases(repeats, prefill, scope, cell.batch_size, cell.input_len,
                       cell.output_len, trace)

@@ -131,3 +131,16 @@ def test_sampler_holds_rate_under_gil_heavy_main_thread(fake_nvml):
         # a correctness check with slack for a busy machine; the 99% goal is measured
         # and printed by tests/perf/test_sampler_perf.py
         assert n >= 0.95 * (t1 - t0) * 1e-9 * 1000, n
+
+
+def test_traces_since_leaves_out_old_chunks(fake_nvml):
+    fake_nvml("base_w=100")
+    with Sampler([0], rate_hz=2000, chunk=200) as s:
+        time.sleep(0.5)
+        mid = time.monotonic_ns()
+        time.sleep(0.3)
+        (whole,) = s.traces()
+        (recent,) = s.traces(since_ns=mid)
+    assert len(recent) < len(whole)
+    assert recent.t_ns[0] <= mid  # the chunk holding `mid` is kept whole
+    assert recent.t_ns[-1] >= whole.t_ns[-1]  # taken later: nothing recent is lost
