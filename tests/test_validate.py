@@ -290,3 +290,16 @@ def test_corpus_is_large_enough():
     assert len(DOC_MUTATIONS) + len(RAW_DOCUMENTS) >= 30
     assert {r for *_, r in DOC_MUTATIONS} >= set(V.RULES) - {"estimates"}
 
+
+
+def test_idle_baseline_must_be_one_of_the_devices(gpu_run, tmp_path):
+    run = copy_run(gpu_run, tmp_path)
+    doc = json.loads((run / "result.json").read_text())
+    # a resumed run: a second session's baseline is appended; both stay valid
+    doc["idle"].append(dict(doc["idle"][0], power_w=doc["idle"][0]["power_w"] * 2))
+    (run / "result.json").write_text(json.dumps(doc))
+    assert "figures" not in failed_rules(run)
+    for i in doc["idle"]:
+        i["power_w"] = 1.0
+    (run / "result.json").write_text(json.dumps(doc))
+    assert "figures" in failed_rules(run)
