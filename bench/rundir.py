@@ -90,8 +90,12 @@ class Run:
         return path
 
 
-def write_trace_part(run_dir: Path, trace, start: int, seq: int) -> int:
-    """Write samples ``start:`` of one device's trace as a part file; returns the new end."""
+def write_trace_part(run_dir: Path, trace, start: int, seq: int, session: int) -> int:
+    """Write samples ``start:`` of one device's trace as a part file; returns the new end.
+
+    Part names sort by device, then session (wall-clock ns at its start: a resumed run's
+    parts come after the killed run's), then order within the session.
+    """
     import pyarrow as pa
     import pyarrow.parquet as pq
 
@@ -103,7 +107,7 @@ def write_trace_part(run_dir: Path, trace, start: int, seq: int) -> int:
     cols = {"device_index": [trace.index] * (n - start)}
     for name in io.TRACE_COLUMNS[1:]:
         cols[name] = getattr(trace, name)[start:n]
-    path = parts / f"gpu{trace.index:03d}-{seq:06d}.parquet"
+    path = parts / f"gpu{trace.index:03d}-{session:020d}-{seq:06d}.parquet"
     tmp = path.with_name(f".{path.name}.tmp")
     pq.write_table(pa.table(cols), tmp)
     with open(tmp, "rb") as f:

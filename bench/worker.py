@@ -144,7 +144,7 @@ def run_device(device: Device, todo: list, config, run_dir, emit: Callable[[dict
     absent = {m["scope"]: m["reason"] for m in missing
               if not any(s.scope == m["scope"] for s in srcs)}
     sampler = None
-    flushed, seq = 0, 0
+    flushed, seq, session = 0, 0, time.time_ns()
     built: dict = {}
     oom_at: dict = {}
     try:
@@ -194,7 +194,7 @@ def run_device(device: Device, todo: list, config, run_dir, emit: Callable[[dict
             rec["pid"] = os.getpid()
             if sampler is not None:
                 (tr,) = sampler.traces()
-                flushed = write_trace_part(run_dir, tr, flushed, seq)
+                flushed = write_trace_part(run_dir, tr, flushed, seq, session)
                 seq += 1
             emit(rec)
     finally:
@@ -202,7 +202,7 @@ def run_device(device: Device, todo: list, config, run_dir, emit: Callable[[dict
         if sampler is not None:
             sampler.stop()
             (tr,) = sampler.traces()
-            write_trace_part(run_dir, tr, flushed, seq)
+            write_trace_part(run_dir, tr, flushed, seq, session)
         for s in srcs:
             close = getattr(s, "close", None)
             if close:
@@ -241,8 +241,28 @@ def _run_one(cell, model, spec, meter: Meter, config, absent: dict[str, str],
     return rec
 
 
-def worker_main(device_dict: dict, todo: list, config, run_dir: str, queue) -> None:
+def _die_with_parent(parent: int) -> None:
+    """Ask Linux to kill this worker when its parent dies (prctl PR_SET_PDEATHSIG).
+
+    Otherwise a parent killed with SIGKILL would leave its worker measuring the GPU while
+    ``bench run --resume`` starts another.
+    """
+    import ctypes
+    import signal
+
+    try:
+        ctypes.CDLL(None).prctl(1, int(signal.SIGKILL))  # PR_SET_PDEATHSIG = 1
+    except (OSError, AttributeError):
+        return
+    if os.getppid() != parent:  # the parent died before the request took effect
+        os._exit(1)
+
+
+def worker_main(device_dict: dict, todo: list, config, run_dir: str, queue,
+                parent: int | None = None) -> None:
     """Entry point of a worker process (spawn): one GPU, visible as cuda:0."""
+    if parent is not None:
+        _die_with_parent(parent)
     uuid = device_dict.get("uuid")
     if uuid:
         os.environ["CUDA_VISIBLE_DEVICES"] = uuid  # before torch is imported here

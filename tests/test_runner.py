@@ -162,3 +162,21 @@ def test_resume_refuses_a_directory_without_journal(tmp_path, capsys):
 def test_config_round_trip():
     cfg = runner.SweepConfig(batch_sizes=(1, 8), dtype="bf16", phases=False)
     assert runner.SweepConfig.from_dict(cfg.to_dict()) == cfg
+
+
+def test_gpu_run_killed_and_resumed_keeps_its_trace(fake_nvml_dir, tmp_path):
+    env = gpu_env(fake_nvml_dir, "base_w=220,update_ms=50", tmp_path)
+    out = tmp_path / "run"
+    p = start("run", "--gpu", "0", "--batch", "1,2,3", *SMALL, "--dtype", "fp32",
+              "--no-phases", "--idle-s", "0.3", "--out", str(out), env=env)
+    wait_for_cells(out / "journal.jsonl", 1, p)
+    p.send_signal(signal.SIGKILL)  # the parent; its worker follows when the queue breaks
+    p.wait()
+    time.sleep(1.0)
+    r = bench("run", "--resume", str(out), "--quiet", env=env)
+    assert r.returncode == 0, r.stderr
+    doc = json.loads((out / "result.json").read_text())
+    assert sorted(c["batch_size"] for c in doc["cells"]) == [1, 2, 3]
+    assert len(doc["idle"]) == 2  # one baseline per session
+    v = bench("validate", str(out), env=env)
+    assert v.returncode == 0, v.stdout  # earlier cells recompute from the kept trace parts
