@@ -291,9 +291,12 @@ def _execute(run: Run, on_record: Callable[[dict], None]) -> list[str]:
                 run_device(dev, mine, run.config, run.run_dir, emit)
         if procs:
             errors.extend(_collect(procs, emit))
-    finally:
+    except BaseException:
         if procs:
-            _stop_workers(procs)
+            _stop_workers(procs, at_once=True)  # interrupted: no need to wait for them
+        raise
+    if procs:
+        _stop_workers(procs)
     return errors
 
 
@@ -341,10 +344,10 @@ def _collect(procs, emit: Callable[[dict], None]) -> list[str]:
     return errors
 
 
-def _stop_workers(procs) -> None:
+def _stop_workers(procs, at_once: bool = False) -> None:
     _, workers = procs
     for p in workers.values():
-        p.join(timeout=5)
+        p.join(timeout=0 if at_once else 5)
         if p.is_alive():
             p.terminate()
             p.join(timeout=5)

@@ -180,3 +180,19 @@ def test_gpu_run_killed_and_resumed_keeps_its_trace(fake_nvml_dir, tmp_path):
     assert len(doc["idle"]) == 2  # one baseline per session
     v = bench("validate", str(out), env=env)
     assert v.returncode == 0, v.stdout  # earlier cells recompute from the kept trace parts
+
+
+def test_sigterm_with_gpu_workers(fake_nvml_dir, tmp_path):
+    env = gpu_env(fake_nvml_dir, "base_w=220", tmp_path)
+    out = tmp_path / "run"
+    p = start("run", "--gpu", "0", "--batch", "1,2,3,4,5", *SMALL, "--dtype", "fp32",
+              "--no-phases", "--idle-s", "0.3", "--out", str(out), env=env)
+    wait_for_cells(out / "journal.jsonl", 1, p)
+    t = time.monotonic()
+    p.send_signal(signal.SIGTERM)
+    _, err = p.communicate(timeout=60)
+    assert p.returncode == 143, err
+    assert time.monotonic() - t < 15
+    doc = json.loads((out / "result.json").read_text())
+    assert doc["status"] == "interrupted" and doc["trace"]["file"] == "trace.parquet"
+    assert bench("validate", str(out), env=env).returncode == 0
