@@ -90,8 +90,8 @@ class Run:
         return path
 
 
-def write_trace_part(run_dir: Path, trace, start: int, seq: int, session: int) -> int:
-    """Write samples ``start:`` of one device's trace as a part file; returns the new end.
+def write_trace_part(run_dir: Path, trace, seq: int, session: int) -> None:
+    """Write one device's new samples as a part file.
 
     Part names sort by device, then session (wall-clock ns at its start: a resumed run's
     parts come after the killed run's), then order within the session.
@@ -100,20 +100,19 @@ def write_trace_part(run_dir: Path, trace, start: int, seq: int, session: int) -
     import pyarrow.parquet as pq
 
     n = len(trace)
-    if n <= start:
-        return start
+    if n == 0:
+        return
     parts = Path(run_dir) / PARTS
     parts.mkdir(exist_ok=True)
-    cols = {"device_index": [trace.index] * (n - start)}
+    cols = {"device_index": [trace.index] * n}
     for name in io.TRACE_COLUMNS[1:]:
-        cols[name] = getattr(trace, name)[start:n]
+        cols[name] = getattr(trace, name)
     path = parts / f"gpu{trace.index:03d}-{session:020d}-{seq:06d}.parquet"
     tmp = path.with_name(f".{path.name}.tmp")
     pq.write_table(pa.table(cols), tmp)
     with open(tmp, "rb") as f:
         os.fsync(f.fileno())
     os.replace(tmp, path)
-    return n
 
 
 def merge_trace_parts(run_dir: Path) -> dict:

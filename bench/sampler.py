@@ -61,6 +61,12 @@ class Trace:
         ok = self.power_status == 0
         return self.t_ns[ok], self.power_w[ok]
 
+    def after(self, t_ns: int) -> Trace:
+        """The samples taken after ``t_ns``."""
+        m = self.t_ns > t_ns
+        return Trace(self.index, self.t_ns[m], self.energy_j[m], self.power_w[m],
+                     self.latency_ns[m], self.energy_status[m], self.power_status[m])
+
     def last_error(self) -> int | None:
         """The latest non-success NVML code of the energy or power reads, if any."""
         bad = np.concatenate([self.energy_status[self.energy_status > 0],

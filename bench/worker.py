@@ -144,7 +144,7 @@ def run_device(device: Device, todo: list, config, run_dir, emit: Callable[[dict
     absent = {m["scope"]: m["reason"] for m in missing
               if not any(s.scope == m["scope"] for s in srcs)}
     sampler = None
-    flushed, seq, session = 0, 0, time.time_ns()
+    flushed_ns, seq, session = -1, 0, time.time_ns()
     built: dict = {}
     oom_at: dict = {}
     try:
@@ -192,17 +192,20 @@ def run_device(device: Device, todo: list, config, run_dir, emit: Callable[[dict
                 if rec["status"] == "oom":
                     oom_at[group] = cell.batch_size
             rec["pid"] = os.getpid()
-            if sampler is not None:
-                (tr,) = sampler.traces()
-                flushed = write_trace_part(run_dir, tr, flushed, seq, session)
+            if sampler is not None:  # the samples since the last flush, fsynced
+                (tr,) = sampler.traces(since_ns=flushed_ns)
+                new = tr.after(flushed_ns)
+                write_trace_part(run_dir, new, seq, session)
+                if len(new):
+                    flushed_ns = int(new.t_ns[-1])
                 seq += 1
             emit(rec)
     finally:
         built.clear()
         if sampler is not None:
             sampler.stop()
-            (tr,) = sampler.traces()
-            write_trace_part(run_dir, tr, flushed, seq, session)
+            (tr,) = sampler.traces(since_ns=flushed_ns)
+            write_trace_part(run_dir, tr.after(flushed_ns), seq, session)
         for s in srcs:
             close = getattr(s, "close", None)
             if close:
