@@ -405,7 +405,10 @@ def cmd_measure(args: argparse.Namespace) -> int:
     console.print_table(console.measure_table(rep))
     if args.json:
         print(json.dumps(rep, allow_nan=False))
-    return rep["exit_code"] if rep["exit_code"] is not None else 1
+    code = rep["exit_code"]
+    if code is None:
+        return 1
+    return 128 - code if code < 0 else code  # killed by signal N: 128 + N, as shells do
 
 
 def cmd_probe(args: argparse.Namespace) -> int:

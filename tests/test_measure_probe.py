@@ -97,3 +97,12 @@ def test_probe_without_gpu_is_one_line(tmp_path):
     if p.returncode == 0:
         pytest.skip("this machine has a GPU")
     assert p.returncode == 2 and len(p.stderr.strip().splitlines()) == 1
+
+
+def test_measure_passes_on_death_by_signal(tmp_path):
+    p = subprocess.run([sys.executable, "-m", "bench", "measure", "--gpu", "none", "--json",
+                        "--", sys.executable, "-c", "import os, signal; "
+                        "os.kill(os.getpid(), signal.SIGTERM)"],
+                       capture_output=True, text=True, timeout=60)
+    assert p.returncode == 128 + 15
+    assert json.loads(p.stdout.strip().splitlines()[-1])["exit_code"] == -15
