@@ -17,14 +17,6 @@ class Shape:
     input_len: int
     output_len: int
 
-    @property
-    def output_tokens(self) -> int:
-        return self.batch_size * self.output_len
-
-    @property
-    def input_tokens(self) -> int:
-        return self.batch_size * self.input_len
-
 
 def make_prompts(shape: Shape, vocab_size: int, seed: int = 0, device: str = "cpu"):
     """Random token ids of shape (batch, input_len), reproducible from ``seed``.

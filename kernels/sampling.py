@@ -69,11 +69,6 @@ def bind(addresses: dict[str, int]) -> None:
             _bound[name] = addr
 
 
-def is_bound() -> bool:
-    """Whether :func:`bind` has given the loop every function it calls."""
-    return all(n in _bound for n in (*NVML_FUNCTIONS, "clock_gettime", "clock_nanosleep"))
-
-
 @numba.njit(cache=True, nogil=True)
 def _now_ns(ts):
     _clock_gettime(CLOCK_MONOTONIC, ts.ctypes.data)

@@ -98,37 +98,3 @@ def sha256_file(path: Path | str) -> str:
         for block in iter(lambda: f.read(1 << 20), b""):
             h.update(block)
     return h.hexdigest()
-
-
-def write_trace(run_dir: Path | str, traces: list) -> dict:
-    """Write the raw samples as trace.parquet (atomically); returns the document's entry.
-
-    Returns:
-        ``{"file", "sha256", "rows", "columns"}``, or ``{"file": None, "reason"}`` when no
-        device was sampled.
-    """
-    import numpy as np
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    traces = [t for t in traces if len(t)]
-    if not traces:
-        return {"file": None, "reason": "no sampled device (CPU energy is read at window "
-                "edges)"}
-    cols = {
-        "device_index": np.concatenate([np.full(len(t), t.index, np.int64) for t in traces]),
-        "t_ns": np.concatenate([t.t_ns for t in traces]),
-        "energy_j": np.concatenate([t.energy_j for t in traces]),
-        "power_w": np.concatenate([t.power_w for t in traces]),
-        "latency_ns": np.concatenate([t.latency_ns for t in traces]),
-        "energy_status": np.concatenate([t.energy_status for t in traces]),
-        "power_status": np.concatenate([t.power_status for t in traces]),
-    }
-    path = Path(run_dir) / TRACE_FILE
-    tmp = path.with_name(f".{TRACE_FILE}.tmp-{os.getpid()}")
-    pq.write_table(pa.table(cols), tmp)
-    with open(tmp, "rb") as f:
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-    return {"file": TRACE_FILE, "sha256": sha256_file(path), "rows": int(len(cols["t_ns"])),
-            "columns": list(TRACE_COLUMNS)}
