@@ -312,6 +312,15 @@ def cmd_run(args: argparse.Namespace) -> int:
     from bench import devices, models, runner
 
     if args.resume:
+        sweep_flags = [f for f, v in (
+            ("--config", args.config), ("--model", args.model), ("--weights", args.weights),
+            ("--batch", args.batch), ("--input-len", args.input_len),
+            ("--output-len", args.output_len), ("--dtype", args.dtype),
+            ("--min-window-s", args.min_window_s), ("--repeats", args.repeats),
+            ("--out", args.out)) if v is not None]
+        if sweep_flags:
+            raise BenchError(f"--resume continues the run as it was configured; drop "
+                             f"{sweep_flags[0]}")
         run = runner.resume_run(args.resume)
         if not runner.pending(run) and run.result_path.exists():
             print(f"nothing to resume: every cell of {run.run_dir} is measured")

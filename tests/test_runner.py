@@ -157,6 +157,8 @@ def test_resume_refuses_a_directory_without_journal(tmp_path, capsys):
 
     assert main(["run", "--resume", str(tmp_path)]) == 2
     assert "no run journal" in capsys.readouterr().err
+    assert main(["run", "--resume", str(tmp_path), "--batch", "4"]) == 2
+    assert "drop --batch" in capsys.readouterr().err
 
 
 def test_config_round_trip():
