@@ -28,7 +28,7 @@ def gpu_run(fake_nvml_dir, tmp_path_factory):
         mp.setenv("JOULEBENCH_MODEL_DEVICE", "cpu")
         mp.setenv("JOULEBENCH_LOCK_DIR", str(fake_nvml_dir))
         info = {"power_limit_w": 700.0}
-        dev = Device("cuda", 0, "Fake GPU 0", "GPU-fake", info)
+        dev = Device("cuda", 0, "NVIDIA H200 (stand-in)", "GPU-fake", info)
         cfg = runner.SweepConfig(batch_sizes=(1, 2), input_lens=(8,), output_lens=(4,),
                                  dtype="fp32", min_window_s=0.3, repeats=2, idle_s=0.3)
         run = runner.start_run(cfg, [dev], out)
@@ -126,6 +126,7 @@ DOC_MUTATIONS = [
     ("repeat energy changed", lambda d: _cell(d)["repeats"][0]["energy"]["gpu"].update(
         energy_j=_cell(d)["repeats"][0]["energy"]["gpu"]["energy_j"] * 0.9), "figures"),
     ("summary count", lambda d: d["summary"].update(ok=99), "figures"),
+    ("roofline fraction", lambda d: _cell(d)["roofline"].update(fraction=0.5), "figures"),
     ("interval changed", lambda d: _cell(d)["uncertainty"].update(
         output_tokens_per_j_ci95=[0.0, 1e9]), "figures"),
     ("reading disagrees with trace", lambda d: [

@@ -219,6 +219,7 @@ def rule_figures(doc: dict) -> list[str]:
             errors.append(f"{c['cell_id']}: repeats cannot be recomputed ({exc})")
             continue
         errors.extend(_phase_errors(c, "subtraction", None))
+        errors.extend(_roofline_errors(doc, c))
         got = c["figures"] or {}
         for k, v in figures.items():
             if not _close(got.get(k), v):
@@ -237,6 +238,29 @@ def rule_figures(doc: dict) -> list[str]:
         errors.append("summary counts do not match the cells")
     if not _close(summ.get("max_output_tokens_per_j"), max(tpj) if tpj else None):
         errors.append("summary max_output_tokens_per_j does not match the cells")
+    return errors
+
+
+def _roofline_errors(doc: dict, c: dict) -> list[str]:
+    """The cell's roofline block, recomputed from the device and the model's arithmetic."""
+    from bench import models, roofline
+    from bench.devices import Device
+
+    rf = c.get("roofline")
+    if not isinstance(rf, dict) or rf.get("ceiling_output_tokens_per_j") is None:
+        return []
+    if c["model"] not in models.builtin_names():
+        return []  # a local checkpoint: its config is not in the document
+    _, dev = _device_kind(doc, c["device"])
+    if not dev:
+        return [f"{c['cell_id']}: its device is not in the document"]
+    again = roofline.cell_roofline(Device.from_dict(dev), models.get(c["model"]), c["dtype"],
+                                   c["batch_size"], c["input_len"], c["output_len"],
+                                   (c["figures"] or {}).get("output_tokens_per_j"))
+    errors = []
+    for k in ("ceiling_output_tokens_per_j", "fraction"):
+        if not _close(rf.get(k), again.get(k)):
+            errors.append(f"{c['cell_id']}: roofline {k} does not recompute")
     return errors
 
 
