@@ -212,14 +212,19 @@ def _raise(code: int, i: int, name: str) -> None:
         raise checks.nan_error(name, i)
 
 
-def counter_cumulative_j(t_ns, energy_j, q_ns) -> np.ndarray:
-    """Cumulative counter energy (J, unwrapped) at each sorted query time; NaN outside."""
+def _cumulative(kernel, t_ns, values, q_ns, name: str) -> np.ndarray:
+    # The kernels check order and NaN as they read, so the inputs are not scanned here.
     t = checks.times(t_ns, scan=False)
-    e = checks.values(energy_j, t.shape[0], "energy_j", scan=False)
+    v = checks.values(values, t.shape[0], name, scan=False)
     q = _queries(q_ns)
     out = np.empty(q.shape[0], np.float64)
-    _raise(*_counter_cumulative(t, e, q, out), "energy_j")
+    _raise(*kernel(t, v, q, out), name)
     return out
+
+
+def counter_cumulative_j(t_ns, energy_j, q_ns) -> np.ndarray:
+    """Cumulative counter energy (J, unwrapped) at each sorted query time; NaN outside."""
+    return _cumulative(_counter_cumulative, t_ns, energy_j, q_ns, "energy_j")
 
 
 def counter_energy_j(t_ns, energy_j, t0_ns: int, t1_ns: int) -> float:
@@ -236,12 +241,7 @@ def counter_energy_j(t_ns, energy_j, t0_ns: int, t1_ns: int) -> float:
 
 def power_cumulative_j(t_ns, power_w, q_ns) -> np.ndarray:
     """Trapezoid integral of power (J) from the first sample to each sorted query time."""
-    t = checks.times(t_ns, scan=False)
-    p = checks.values(power_w, t.shape[0], "power_w", scan=False)
-    q = _queries(q_ns)
-    out = np.empty(q.shape[0], np.float64)
-    _raise(*_power_cumulative(t, p, q, out), "power_w")
-    return out
+    return _cumulative(_power_cumulative, t_ns, power_w, q_ns, "power_w")
 
 
 def power_energy_j(t_ns, power_w, t0_ns: int, t1_ns: int) -> tuple[float, float, float]:

@@ -26,14 +26,6 @@ def _plt():
     return plt
 
 
-def _num(x) -> float | None:
-    try:
-        v = float(x)
-    except (TypeError, ValueError):
-        return None
-    return v if math.isfinite(v) else None
-
-
 def _norm(model: str) -> str:
     m = str(model).lower().split("/")[-1]
     return re.sub(r"-instruct$", "", m)
