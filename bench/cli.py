@@ -20,21 +20,26 @@ class _Parser(argparse.ArgumentParser):
 
 
 def _int_list(text: str) -> tuple[int, ...]:
+    parts = [p.strip() for p in text.split(",")]
+    if any(p == "" for p in parts):
+        raise argparse.ArgumentTypeError(
+            f"{text!r}: an empty item; give integers separated by single commas")
     try:
-        vals = tuple(int(p) for p in text.split(",") if p.strip())
+        vals = tuple(int(p) for p in parts)
     except ValueError:
         raise argparse.ArgumentTypeError(
             f"{text!r} is not a comma-separated list of integers") from None
-    if not vals or any(v < 1 for v in vals):
+    if any(v < 1 for v in vals):
         raise argparse.ArgumentTypeError(f"{text!r}: every value must be 1 or more")
     return vals
 
 
 def _str_list(text: str) -> tuple[str, ...]:
-    vals = tuple(p.strip() for p in text.split(",") if p.strip())
-    if not vals:
-        raise argparse.ArgumentTypeError("empty list")
-    return vals
+    parts = [p.strip() for p in text.split(",")]
+    if any(p == "" for p in parts):
+        raise argparse.ArgumentTypeError(
+            f"{text!r}: an empty item; give names separated by single commas")
+    return tuple(parts)
 
 
 def _positive_float(text: str) -> float:
@@ -57,14 +62,14 @@ def _count(text: str) -> int:
     return v
 
 
-def _gpu(text: str) -> str:
+def _gpu(text: str) -> str | list[int]:
+    """``--gpu``, parsed once here: all | auto | none | a list of NVML indices."""
     from bench.devices import parse_gpu_spec
 
     try:
-        parse_gpu_spec(text)
+        return parse_gpu_spec(text)
     except BenchError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
-    return text
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -275,28 +280,18 @@ def _err(prog: str, message: str) -> None:
     sys.stderr.write(f"{prog}: error: {message}\n")
 
 
-def _config_from_args(args: argparse.Namespace):
-    from bench import runner
-
-    base = {}
-    if args.config:
-        base = runner.load_config_file(args.config)
-    given = {"models": args.model, "batch_sizes": args.batch, "input_lens": args.input_len,
-             "output_lens": args.output_len, "dtype": args.dtype,
-             "min_window_s": args.min_window_s, "repeats": args.repeats,
-             "warmup": args.warmup, "seed": args.seed,
-             "cpu_w_per_logical_cpu": args.cpu_w_per_thread, "idle_s": args.idle_s}
-    # flags given on the command line override the file; the rest keep its values
-    merged = {**base, **{k: v for k, v in given.items() if v is not None}}
-    if args.weights:
-        if args.model:
-            raise BenchError("--weights names the model; leave out --model")
-        merged["models"] = (args.weights,)
-    if args.no_phases:
-        merged["phases"] = False
-    if args.no_compile:
-        merged["compile"] = False
-    return runner.SweepConfig(**merged)
+def _sweep_flags(args: argparse.Namespace) -> dict:
+    """The sweep settings given as flags (None: not given), by SweepConfig field."""
+    if args.weights and args.model:
+        raise BenchError("--weights names the model; leave out --model")
+    return {"models": (args.weights,) if args.weights else args.model,
+            "batch_sizes": args.batch, "input_lens": args.input_len,
+            "output_lens": args.output_len, "dtype": args.dtype,
+            "min_window_s": args.min_window_s, "repeats": args.repeats,
+            "warmup": args.warmup, "seed": args.seed,
+            "cpu_w_per_logical_cpu": args.cpu_w_per_thread, "idle_s": args.idle_s,
+            "phases": False if args.no_phases else None,
+            "compile": False if args.no_compile else None}
 
 
 class _Terminated(KeyboardInterrupt):
@@ -309,87 +304,82 @@ def _on_sigterm(signum, frame):
 
 def cmd_run(args: argparse.Namespace) -> int:
     """``bench run``: measure the sweep, print the table, write the result document."""
-    from bench import devices, models, runner
+    import signal
+
+    from bench import console, runner
+    from bench.sweep import SweepConfig
 
     if args.resume:
-        sweep_flags = [f for f, v in (
+        given = [f for f, v in (
             ("--config", args.config), ("--model", args.model), ("--weights", args.weights),
             ("--batch", args.batch), ("--input-len", args.input_len),
             ("--output-len", args.output_len), ("--dtype", args.dtype),
             ("--min-window-s", args.min_window_s), ("--repeats", args.repeats),
             ("--out", args.out)) if v is not None]
-        if sweep_flags:
+        if given:
             raise BenchError(f"--resume continues the run as it was configured; drop "
-                             f"{sweep_flags[0]}")
-        run = runner.resume_run(args.resume)
-        if not runner.pending(run) and run.result_path.exists():
-            print(f"nothing to resume: every cell of {run.run_dir} is measured")
-            return 0
-        lock = runner.GpuLock(run.devices).__enter__()
-        if not args.quiet:
-            sys.stderr.write(f"bench run: resuming {run.run_id} in {run.run_dir} "
-                             f"({len(runner.pending(run))} cells left)\n")
+                             f"{given[0]}")
     else:
-        config = _config_from_args(args)
-        for m in config.models:
-            models.get(m)  # unknown models stop here, before anything is measured
-        inv = devices.discover()
-        devs, notice = devices.select(args.gpu, inv)
-        if notice:
-            sys.stderr.write(f"bench run: {notice}\n")
-        # the GPUs are locked before the run directory exists: a refused run leaves nothing
-        lock = runner.GpuLock(devs).__enter__()
-        try:
-            run = runner.start_run(config, devs, args.out)
-        except BaseException:
-            lock.__exit__()
-            raise
+        config = SweepConfig.from_sources(_sweep_flags(args), args.config)
+    progress = None
+    started: list = []
+
+    def on_start(run, todo) -> None:
+        nonlocal progress
+        started.append(run)
         if not args.quiet:
-            sys.stderr.write(f"bench run: {run.run_id} -> {run.run_dir}\n")
-    try:
-        return _run_and_report(run, args)
-    finally:
-        lock.__exit__()
+            what = (f"resuming {run.run_id} in {run.run_dir} ({len(todo)} cells left)"
+                    if args.resume else f"{run.run_id} -> {run.run_dir}")
+            sys.stderr.write(f"bench run: {what}\n")
+            progress = console.RunProgress(todo)
+            progress.start()
 
+    def on_event(rec: dict) -> None:
+        if progress:
+            progress.update(rec)
 
-def _run_and_report(run, args: argparse.Namespace) -> int:
-    import signal
+    def notice(line: str) -> None:
+        sys.stderr.write(f"bench run: {line}\n")
 
-    from bench import console, runner
-
-    progress = None if args.quiet else console.RunProgress(runner.pending(run))
     old = signal.signal(signal.SIGTERM, _on_sigterm)
     try:
-        if progress:
-            progress.start()
-        path = runner.execute(run, progress.update if progress else None, lock=False)
+        if args.resume:
+            outcome = runner.resume(args.resume, on_start, on_event)
+        else:
+            outcome = runner.run(config, args.gpu, args.out, on_start, on_event, notice)
     except KeyboardInterrupt as exc:
         if progress:
             progress.stop()
+        if not started:
+            raise
+        run = started[0]
         _err("bench run", f"interrupted; finished cells are in {run.result_path} "
              f"(bench run --resume {run.run_dir} goes on)")
         return 143 if isinstance(exc, _Terminated) else 130
-    except Exception as exc:  # the workload's failure: report it, keep what was measured
+    except runner.RunFailed as exc:  # the workload's failure: report it, keep what was measured
         if progress:
             progress.stop()
-        _err("bench run", f"{exc.__class__.__name__}: {exc}; finished cells are in "
-             f"{run.result_path}")
+        _err("bench run", f"{exc}; finished cells are in {exc.result_path}")
         return 1
     finally:
         signal.signal(signal.SIGTERM, old)
     if progress:
         progress.stop()
+    run = outcome.run
+    if args.resume and outcome.measured == 0:
+        print(f"nothing to resume: every cell of {run.run_dir} is measured")
+        return 0
     console.print_table(console.cells_table(run.cells, title=f"run {run.run_id}"))
     if any(c.get("energy_method") == "estimate" for c in run.cells):
         print("energy_method 'estimate': CPU energy is assumed W per busy thread x CPU time, "
               "not measured (no readable RAPL counter).")
-    print(f"result: {path}")
-    if getattr(args, "report", False):
+    print(f"result: {outcome.result_path}")
+    if args.report:
         from bench.report import make_report
 
         print(f"report: {make_report([run.run_dir], run.run_dir / 'report')}")
     if args.json:
-        print(json.dumps({"run_id": run.run_id, "result": str(path), "cells": [
+        print(json.dumps({"run_id": run.run_id, "result": str(outcome.result_path), "cells": [
             {k: c[k] for k in ("cell_id", "status", "energy_method", "scope", "figures")}
             for c in run.cells]}, allow_nan=False))
     return 0
@@ -646,7 +636,7 @@ def cmd_list(args: argparse.Namespace) -> int:
                 "name": name, "model_type": spec.model_type, "parameters": a.n_total,
                 "active_parameters": a.n_active, "layers": a.layers,
                 "decode_flops_per_token": a.decode_flops_per_token(0),
-                "flops_per_context_token": 4.0 * a.layers * a.d_attn,
+                "flops_per_context_token": a.flops_per_context_token,
                 "weight_bytes": a.weight_bytes, "kv_bytes_per_token": a.kv_bytes_per_token,
                 "memory_bytes": {str(b): a.memory_bytes(b, args.input_len, args.output_len)
                                  for b in args.batch},

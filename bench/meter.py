@@ -79,11 +79,9 @@ class Measurement:
 
     def method(self, scope: str) -> str | None:
         """The scope's method; a mix of methods reports the weakest (estimate < integration)."""
-        methods = {r.method for r in self.readings if r.scope == scope}
-        for m in ("estimate", "power_integration", "counter"):
-            if m in methods:
-                return m
-        return None
+        from bench.results.figures import weakest_method
+
+        return weakest_method(r.method for r in self.readings if r.scope == scope)
 
     def reason(self, scope: str) -> str | None:
         """Why the scope's energy is missing, or None."""

@@ -16,7 +16,8 @@ from pathlib import Path
 from bench import provenance
 from bench.devices import Device
 from bench.errors import BenchError
-from bench.results import io, schema
+from bench.results import figures, io, schema
+from bench.sweep import SweepConfig
 
 PARTS = "trace-parts"
 
@@ -27,7 +28,7 @@ class Run:
 
     run_dir: Path
     run_id: str
-    config: object  # runner.SweepConfig
+    config: SweepConfig
     devices: list[Device]
     started_utc: str = field(default_factory=provenance.utc_now)
     cells: list[dict] = field(default_factory=list)
@@ -56,10 +57,6 @@ class Run:
         return {c["cell_id"] for c in self.cells}
 
     def document(self, status: str) -> dict:
-        ok = [c for c in self.cells if c["status"] == "ok" and c["figures"]]
-        tpj = [c["figures"]["output_tokens_per_j"] for c in ok
-               if c["figures"]["output_tokens_per_j"] is not None]
-
         def strip(recs):
             return [{k: v for k, v in r.items() if k != "type"} for r in recs]
 
@@ -76,9 +73,7 @@ class Run:
             "energy_sources": strip(self.sources),
             "idle": strip(self.idle),
             "cells": self.cells,
-            "summary": {"cells": len(self.cells), "ok": len(ok),
-                        "not_ok": len(self.cells) - len(ok),
-                        "max_output_tokens_per_j": max(tpj) if tpj else None},
+            "summary": figures.run_summary(self.cells),
         }
 
     def finish(self, status: str) -> Path:
@@ -136,7 +131,7 @@ def merge_trace_parts(run_dir: Path) -> dict:
             "columns": list(io.TRACE_COLUMNS)}
 
 
-def open_journal(run_dir: Path | str, config_from_dict) -> Run:
+def open_journal(run_dir: Path | str) -> Run:
     """Rebuild a :class:`Run` from its journal, to resume it.
 
     Raises:
@@ -148,7 +143,7 @@ def open_journal(run_dir: Path | str, config_from_dict) -> Run:
         raise BenchError(f"{run_dir}: no run journal to resume")
     head = records[0]
     try:
-        config = config_from_dict(head["config"])
+        config = SweepConfig.from_dict(head["config"])
         devices = [Device.from_dict(d) for d in head["devices"]]
         run = Run(run_dir, head["run_id"], config, devices, started_utc=head["started_utc"])
     except (KeyError, TypeError, ValueError) as exc:

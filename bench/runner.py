@@ -1,10 +1,11 @@
-"""The sweep: cells = devices x models x dtype x lengths x batch, each measured in windows.
+"""Run and resume a sweep: GPU locks, planning, one device session per GPU, the journal.
 
-Per cell: warm-up generate calls (outside any window, so compile, allocation and clock
-ramp-up are not measured), then ``repeats`` windows. Each window repeats generate calls
-until it lasts at least ``min_window_s``. Every finished cell goes to the journal
-(fsynced) before the next starts; the result document is written atomically at the end,
-also when the sweep is interrupted or fails.
+:func:`run` and :func:`resume` are the library's entry points (the CLI only parses and
+prints). The CPU is measured in this process; each GPU in a worker process of its own
+(``bench.worker``), in parallel. Every finished cell goes to the journal (fsynced) before
+the next starts; the result document is written atomically at the end, also when the
+sweep is interrupted or fails. What a cell measures is in ``bench.cells``; the sweep's
+configuration and plan in ``bench.sweep``.
 """
 
 from __future__ import annotations
@@ -12,143 +13,41 @@ from __future__ import annotations
 import os
 import secrets
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
+from bench import devices as D
 from bench import models
-from bench.devices import Device
+from bench.devices import Device, Inventory
 from bench.errors import BenchError
 from bench.results import io
 from bench.rundir import Run, open_journal
+from bench.sweep import Cell, SweepConfig, plan
 from bench.worker import run_device, worker_main
 
-DEFAULT_DTYPE = {"cpu": "fp32", "cuda": "bf16"}
+__all__ = ["Cell", "GpuLock", "Outcome", "RunFailed", "SweepConfig", "execute", "pending",
+           "plan", "resume", "run", "start_run"]
+
+Event = Callable[[dict], None]
+
+
+class RunFailed(Exception):
+    """A device's workload failed; the finished cells are in ``result_path``."""
+
+    def __init__(self, message: str, result_path: Path) -> None:
+        super().__init__(message)
+        self.result_path = result_path
 
 
 @dataclass(frozen=True)
-class SweepConfig:
-    """What to sweep and how long to measure. None means the device's default."""
+class Outcome:
+    """What :func:`run` or :func:`resume` did: the run and how many cells it measured."""
 
-    models: tuple[str, ...] = ("tiny-llama",)
-    batch_sizes: tuple[int, ...] = (1, 4, 16)
-    input_lens: tuple[int, ...] = (32,)
-    output_lens: tuple[int, ...] = (32,)
-    dtype: str | None = None
-    min_window_s: float | None = None
-    repeats: int = 3
-    warmup: int = 1
-    seed: int = 0
-    cpu_w_per_logical_cpu: float | None = None
-    phases: bool = True
-    compile: bool = True
-    idle_s: float = 3.0
-
-    def __post_init__(self) -> None:
-        if not self.models:
-            raise BenchError("no model given")
-        for name, vals in (("batch size", self.batch_sizes), ("input length", self.input_lens),
-                           ("output length", self.output_lens)):
-            if not vals or any(v < 1 for v in vals):
-                raise BenchError(f"every {name} must be 1 or more")
-        if self.repeats < 1:
-            raise BenchError("repeats must be 1 or more")
-        if self.warmup < 0:
-            raise BenchError("warm-up must be 0 or more")
-        if not self.idle_s > 0:
-            raise BenchError("the idle window must be positive")
-        if self.min_window_s is not None and not self.min_window_s > 0:
-            raise BenchError("the minimum window must be positive")
-        if self.dtype is not None and self.dtype not in models.DTYPES:
-            raise BenchError(f"unknown dtype {self.dtype!r}; use one of {', '.join(models.DTYPES)}")
-
-    def to_dict(self) -> dict:
-        d = asdict(self)
-        return {k: list(v) if isinstance(v, tuple) else v for k, v in d.items()}
-
-    @classmethod
-    def from_dict(cls, d: dict) -> SweepConfig:
-        """The inverse of :meth:`to_dict` (unknown keys are an error)."""
-        fields = {k: tuple(v) if isinstance(v, list) else v for k, v in d.items()}
-        try:
-            return cls(**fields)
-        except TypeError as exc:
-            raise BenchError(f"bad sweep configuration: {exc}") from None
-
-
-@dataclass(frozen=True)
-class Cell:
-    """One (device, model, dtype, batch size, input length, output length)."""
-
-    device: Device
-    model: str
-    dtype: str
-    batch_size: int
-    input_len: int
-    output_len: int
-
-    def with_device(self, device: Device) -> Cell:
-        """The same cell on another Device object (a worker's view of its GPU)."""
-        return Cell(device, self.model, self.dtype, self.batch_size, self.input_len,
-                    self.output_len)
-
-    @property
-    def cell_id(self) -> str:
-        return (f"{self.device.label}/{self.model}/{self.dtype}/b{self.batch_size}"
-                f"/i{self.input_len}/o{self.output_len}")
-
-
-def load_config_file(path: str) -> dict:
-    """A sweep file (TOML) as SweepConfig keyword arguments.
-
-    Keys are SweepConfig's fields: models, batch_sizes, input_lens, output_lens, dtype,
-    min_window_s, repeats, warmup, seed, cpu_w_per_logical_cpu, phases, compile, idle_s.
-
-    Raises:
-        BenchError: unreadable, not TOML, or an unknown key.
-    """
-    import tomllib
-    from dataclasses import fields
-
-    try:
-        with open(path, "rb") as f:
-            data = tomllib.load(f)
-    except OSError as exc:
-        raise BenchError(f"cannot read sweep file {path}: {exc.strerror}") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise BenchError(f"sweep file {path}: not valid TOML ({exc})") from None
-    known = {f.name for f in fields(SweepConfig)}
-    unknown = sorted(set(data) - known)
-    if unknown:
-        raise BenchError(f"sweep file {path}: unknown key {unknown[0]!r}; known: "
-                         f"{', '.join(sorted(known))}")
-    out = {}
-    for k, v in data.items():
-        if isinstance(v, list):
-            v = tuple(v)
-        out[k] = v
-    for k in ("batch_sizes", "input_lens", "output_lens"):
-        if k in out and (not isinstance(out[k], tuple) or
-                         not all(isinstance(x, int) and not isinstance(x, bool)
-                                 for x in out[k])):
-            raise BenchError(f"sweep file {path}: {k} must be a list of integers")
-    if "models" in out and (not isinstance(out["models"], tuple) or
-                            not all(isinstance(x, str) for x in out["models"])):
-        raise BenchError(f"sweep file {path}: models must be a list of names")
-    return out
-
-
-def plan(config: SweepConfig, devices: list[Device]) -> list[Cell]:
-    """All cells, grouped so a model is built once per device and batches ascend."""
-    cells = []
-    for dev in devices:
-        dtype = config.dtype or DEFAULT_DTYPE[dev.kind]
-        for m in config.models:
-            for i in config.input_lens:
-                for o in config.output_lens:
-                    for b in sorted(config.batch_sizes):
-                        cells.append(Cell(dev, m, dtype, b, i, o))
-    return cells
+    run: Run
+    result_path: Path
+    measured: int
 
 
 def new_run_id() -> str:
@@ -157,7 +56,14 @@ def new_run_id() -> str:
 
 
 def start_run(config: SweepConfig, devices: list[Device], out: Path | str | None) -> Run:
-    """Create the run directory (``out``, or ``results/<run_id>``) and its journal header."""
+    """Create the run directory (``out``, or ``results/<run_id>``) and its journal header.
+
+    The configuration is recorded resolved for the devices' kind (one kind per run).
+    """
+    kinds = {d.kind for d in devices}
+    if len(kinds) != 1:
+        raise BenchError("a run measures one kind of device (GPUs or the CPU)")
+    config = config.resolved(kinds.pop())
     run_id = new_run_id()
     run_dir = Path(out) if out else Path("results") / run_id
     if (run_dir / "result.json").exists() or (run_dir / "journal.jsonl").exists():
@@ -174,15 +80,15 @@ def start_run(config: SweepConfig, devices: list[Device], out: Path | str | None
     return run
 
 
-def resume_run(run_dir: Path | str, inventory=None) -> Run:
+def resume_run(run_dir: Path | str, inventory: Inventory | None = None) -> Run:
     """Reopen a run from its journal to measure the cells it lacks.
 
     Raises:
         BenchError: no journal; a GPU of the run is not on this machine.
     """
-    from bench import devices as D
-
-    run = open_journal(run_dir, SweepConfig.from_dict)
+    run = open_journal(run_dir)
+    if run.devices and not run.config.is_resolved:  # a journal from before resolution
+        run.config = run.config.resolved(run.devices[0].kind)
     gpus = [d for d in run.devices if d.kind == "cuda"]
     if gpus:
         inv = inventory or D.discover()
@@ -199,6 +105,81 @@ def pending(run: Run) -> list[Cell]:
     return [c for c in plan(run.config, run.devices) if c.cell_id not in done]
 
 
+def check_models(config: SweepConfig) -> None:
+    """Load every model of the sweep, so a bad name or model file stops before any work.
+
+    Raises:
+        BenchError: an unknown model, an unreadable or impossible model file, lengths
+            past the model's positions (GPT-2 would fail with a device-side assert).
+    """
+    longest = max(config.input_lens) + max(config.output_lens)
+    for m in config.models:
+        spec = models.get(m)
+        limit = spec.max_positions
+        if limit is not None and longest > limit:
+            raise BenchError(f"model {spec.name} takes at most {limit} positions; the sweep "
+                             f"needs {longest} (input + output length)")
+
+
+def run(config: SweepConfig, gpu: str | list[int] = "auto", out: Path | str | None = None,
+        on_start: Callable[[Run, list[Cell]], None] | None = None,
+        on_event: Event | None = None, on_notice: Callable[[str], None] | None = None,
+        inventory: Inventory | None = None) -> Outcome:
+    """Measure a new sweep on the devices ``gpu`` names; always writes result.json.
+
+    The GPUs are locked before the run directory exists (a refused run leaves nothing).
+
+    Args:
+        config: the sweep (resolved here for the devices' kind).
+        gpu: ``--gpu``'s value, parsed or not (see ``bench.devices.parse_gpu_spec``).
+        out: the run directory (default ``results/<run_id>``).
+        on_start: called with the run and its planned cells before any measurement.
+        on_event: every record and progress event as it comes.
+        on_notice: one-line notices for the user (a fallback to the CPU).
+        inventory: the machine's devices (default: discovered).
+
+    Raises:
+        BenchError: a bad model, device selection or run directory (nothing measured).
+        RunFailed: a device's workload failed (the finished cells are kept).
+        KeyboardInterrupt: Ctrl-C or SIGTERM (the finished cells are kept).
+    """
+    check_models(config)
+    inv = inventory or D.discover()
+    devs, notice = D.select(gpu, inv)
+    if notice and on_notice:
+        on_notice(notice)
+    with GpuLock(devs):
+        run_ = start_run(config, devs, out)
+        return _measure(run_, on_start, on_event)
+
+
+def resume(run_dir: Path | str, on_start: Callable[[Run, list[Cell]], None] | None = None,
+           on_event: Event | None = None, inventory: Inventory | None = None) -> Outcome:
+    """Continue a run from its journal: only the cells it lacks; always writes result.json.
+
+    A run whose every cell is measured and whose result.json exists is left as it is
+    (``measured`` is 0).
+
+    Raises:
+        BenchError: no journal, a GPU of the run is missing, a GPU is locked.
+        RunFailed, KeyboardInterrupt: as :func:`run`.
+    """
+    run_ = resume_run(run_dir, inventory)
+    if not pending(run_) and run_.result_path.exists():
+        return Outcome(run_, run_.result_path, 0)
+    with GpuLock(run_.devices):
+        return _measure(run_, on_start, on_event)
+
+
+def _measure(run_: Run, on_start: Callable[[Run, list[Cell]], None] | None,
+             on_event: Event | None) -> Outcome:
+    todo = pending(run_)
+    if on_start:
+        on_start(run_, todo)
+    path = execute(run_, on_event)
+    return Outcome(run_, path, len(todo))
+
+
 class GpuLock:
     """An exclusive lock per GPU UUID, so two bench runs never measure the same GPU.
 
@@ -208,7 +189,7 @@ class GpuLock:
 
     def __init__(self, devices: list[Device]) -> None:
         self.devices = [d for d in devices if d.kind == "cuda"]
-        self._files: list = []
+        self._files: list[Any] = []
 
     def __enter__(self) -> GpuLock:
         import fcntl
@@ -237,33 +218,36 @@ class GpuLock:
             raise
         return self
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, *exc: object) -> None:
         for f in self._files:
             f.close()
         self._files.clear()
 
 
-def execute(run: Run, on_record: Callable[[dict], None] | None = None,
-            lock: bool = True) -> Path:
+def execute(run: Run, on_record: Event | None = None) -> Path:
     """Measure the run's pending cells; always writes result.json, even on failure.
 
-    GPUs are measured in worker processes, one per GPU, in parallel; the CPU in this
-    process. Out of memory: the cell is recorded as ``oom`` and larger batches of that
-    model on that device are skipped. A failing device is reported and the others go
-    on; the document then has status ``failed``. Ctrl-C or SIGTERM: status
-    ``interrupted``, with every finished cell.
+    The caller holds the run's GPU locks (:func:`run` and :func:`resume` do). GPUs are
+    measured in worker processes, one per GPU, in parallel; the CPU in this process. Out
+    of memory: the cell is recorded as ``oom`` and larger batches of that model on that
+    device are skipped. A failing device is reported and the others go on; the document
+    then has status ``failed`` and :class:`RunFailed` is raised. Ctrl-C or SIGTERM:
+    status ``interrupted``, with every finished cell.
     """
     on_record = on_record or (lambda rec: None)
     status = "failed"
     try:
-        with GpuLock(run.devices if lock else []):
-            errors = _execute(run, on_record)
+        errors = _execute(run, on_record)
         if errors:
-            raise RuntimeError("; ".join(errors))
+            raise RunFailed("; ".join(errors), run.result_path)
         status = "complete"
     except KeyboardInterrupt:
         status = "interrupted"
         raise
+    except RunFailed:
+        raise
+    except Exception as exc:  # the workload's own failure, in this process (the CPU)
+        raise RunFailed(f"{exc.__class__.__name__}: {exc}", run.result_path) from exc
     finally:
         run.finish(status)
     return run.result_path

@@ -11,16 +11,21 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Callable
+from dataclasses import replace
+from typing import Any
 
-from bench import cells, models, roofline, workload
+from bench import cells, models
 from bench.devices import Device
 from bench.errors import NoSensor
 from bench.meter import Meter
+from bench.results import figures
+from bench.results.figures import CellRaw
+from bench.sweep import Cell, SweepConfig
+from bench.workload import HfWorkload
 
-DEFAULT_MIN_WINDOW_S = {"cpu": 2.0, "cuda": 5.0}
 
-
-def energy_sources(device: Device, cpu_w_per_thread: float | None) -> tuple[list, list[dict]]:
+def energy_sources(device: Device,
+                   cpu_w_per_thread: float | None) -> tuple[list[Any], list[dict]]:
     """The meter's sources for a device, and the scopes that have none (with the reason).
 
     GPU scope: NVML's counter. CPU and DRAM scope: RAPL where readable, else (CPU only)
@@ -28,7 +33,7 @@ def energy_sources(device: Device, cpu_w_per_thread: float | None) -> tuple[list
     """
     from bench.devices import cpu, rapl
 
-    srcs: list = []
+    srcs: list[Any] = []
     missing: list[dict] = []
     if device.kind == "cuda":
         from bench.devices.nvml import NvmlEnergySource
@@ -52,11 +57,12 @@ def measure_idle(device: Device, meter: Meter, seconds: float) -> dict:
     with meter.window(f"idle-{device.label}") as w:
         time.sleep(seconds)
     m = w.result
-    scope = cells.primary_scope(device)
+    assert m is not None
+    scope = figures.primary_scope(device.kind)
     e = m.energy_j(scope)
     return {"type": "idle", "device": device.label, "scope": scope,
             "duration_s": m.duration_s, "energy_j": e,
-            "power_w": e / m.duration_s if e is not None else None,
+            "power_w": figures.idle_power_w(e, m.duration_s),
             "method": m.method(scope), "reason": m.reason(scope) if e is None else None}
 
 
@@ -77,7 +83,7 @@ def memory_cap_bytes(device: Device) -> float | None:
     return None
 
 
-def does_not_fit(cell, spec, cap: float | None) -> str | None:
+def does_not_fit(cell: Cell, spec: models.ModelSpec, cap: float | None) -> str | None:
     """None if the cell fits in ``cap`` bytes, else why not (loaded weights are resident)."""
     if cap is None:
         return None
@@ -129,11 +135,35 @@ def other_processes(device: Device, ours: set[int]) -> list[int]:
         return []
 
 
-def run_device(device: Device, todo: list, config, run_dir, emit: Callable[[dict], None],
-               ours: set[int] | None = None) -> None:
-    """Measure ``todo`` (cells of this device, batches ascending) and emit every record."""
+def _trace_flusher(run_dir: str | os.PathLike, sampler: Any) -> Callable[[], None]:
+    """A function that writes the samples since its last call as a trace part (fsynced).
+
+    Part names carry the session (wall-clock ns at its start), so a resumed run's parts
+    never collide with the killed run's.
+    """
     from bench.rundir import write_trace_part
 
+    state = {"flushed_ns": -1, "seq": 0}
+    session = time.time_ns()
+
+    def flush() -> None:
+        (tr,) = sampler.traces(since_ns=state["flushed_ns"])
+        new = tr.after(state["flushed_ns"])
+        write_trace_part(run_dir, new, state["seq"], session)
+        if len(new):
+            state["flushed_ns"] = int(new.t_ns[-1])
+        state["seq"] += 1
+
+    return flush
+
+
+def run_device(device: Device, todo: list[Cell], config: SweepConfig,
+               run_dir: str | os.PathLike, emit: Callable[[dict], None],
+               ours: set[int] | None = None) -> None:
+    """Measure ``todo`` (cells of this device, batches ascending) and emit every record.
+
+    ``config`` is resolved for the device's kind (see :meth:`SweepConfig.resolved`).
+    """
     ours = (ours or set()) | {os.getpid()}
     srcs, missing = energy_sources(device, config.cpu_w_per_logical_cpu)
     for s in srcs:
@@ -144,9 +174,9 @@ def run_device(device: Device, todo: list, config, run_dir, emit: Callable[[dict
     absent = {m["scope"]: m["reason"] for m in missing
               if not any(s.scope == m["scope"] for s in srcs)}
     sampler = None
-    flushed_ns, seq, session = -1, 0, time.time_ns()
-    built: dict = {}
-    oom_at: dict = {}
+    flush: Callable[[], None] = lambda: None  # noqa: E731
+    loaded: dict[tuple[str, str], tuple[HfWorkload, models.ModelSpec]] = {}
+    oom_at: dict[tuple, int] = {}
     try:
         if device.kind == "cuda":
             from bench.sampler import Sampler
@@ -154,6 +184,7 @@ def run_device(device: Device, todo: list, config, run_dir, emit: Callable[[dict
             # Sampled at 1 kHz for all the device's cells: window edges are interpolated
             # between the counter's updates, not read from a stale counter.
             sampler = Sampler([device.index], rate_hz=1000.0).start()
+            flush = _trace_flusher(run_dir, sampler)
         meter = Meter(srcs, sync=_sync_for(device), sampler=sampler)
         idle_w = None
         if device.kind == "cuda":
@@ -171,56 +202,51 @@ def run_device(device: Device, todo: list, config, run_dir, emit: Callable[[dict
                 torch._dynamo.reset()
             last_batch = cell.batch_size
             key = (cell.model, cell.dtype)
-            if key not in built:
-                built.clear()  # one model in memory at a time
+            if key not in loaded:
+                for wl, _ in loaded.values():
+                    wl.close()
+                loaded.clear()  # one model in memory at a time
                 spec = models.get(cell.model)
-                model = models.build(spec, cell.dtype, device.torch_device, config.seed)
-                workload.prepare(model, device.torch_device, config.compile)
-                built[key] = (model, spec)
-            model, spec = built[key]
+                wl = HfWorkload(spec, cell.dtype, device.torch_device, config.seed,
+                                config.compile)
+                wl.prepare()
+                loaded[key] = (wl, spec)
+            wl, spec = loaded[key]
             group = (cell.model, cell.dtype, cell.input_len, cell.output_len)
             if group in oom_at and cell.batch_size > oom_at[group]:
-                rec = cells.record(cell, "skipped",
-                                   error=f"batch {oom_at[group]} ran out of memory")
+                raw = CellRaw(cell, "skipped", error=f"batch {oom_at[group]} ran out of memory",
+                              pid=os.getpid())
             else:
                 before = other_processes(device, ours)
-                rec = _run_one(cell, model, spec, meter, config, absent, idle_w, sampler,
-                               emit)
+                raw = _run_one(cell, wl, spec, meter, config, absent, idle_w, sampler, emit)
                 others = sorted(set(before) | set(other_processes(device, ours)))
-                rec["contended"] = bool(others)
-                rec["other_pids"] = others
-                if rec["status"] == "oom":
+                raw = replace(raw, contended=bool(others), other_pids=others, pid=os.getpid())
+                if raw.status == "oom":
                     oom_at[group] = cell.batch_size
-            rec["pid"] = os.getpid()
-            if sampler is not None:  # the samples since the last flush, fsynced
-                (tr,) = sampler.traces(since_ns=flushed_ns)
-                new = tr.after(flushed_ns)
-                write_trace_part(run_dir, new, seq, session)
-                if len(new):
-                    flushed_ns = int(new.t_ns[-1])
-                seq += 1
+            rec = figures.cell_record(raw)
+            flush()
             emit(rec)
     finally:
-        built.clear()
+        for wl, _ in loaded.values():
+            wl.close()
+        loaded.clear()
         if sampler is not None:
             sampler.stop()
-            (tr,) = sampler.traces(since_ns=flushed_ns)
-            write_trace_part(run_dir, tr.after(flushed_ns), seq, session)
+            flush()
         for s in srcs:
             close = getattr(s, "close", None)
             if close:
                 close()
 
 
-def _run_one(cell, model, spec, meter: Meter, config, absent: dict[str, str],
-             idle_w: float | None, sampler, emit=lambda rec: None) -> dict:
+def _run_one(cell: Cell, wl: HfWorkload, spec: models.ModelSpec, meter: Meter,
+             config: SweepConfig, absent: dict[str, str], idle_w: float | None,
+             sampler: Any, emit: Callable[[dict], None] = lambda rec: None) -> CellRaw:
     why = does_not_fit(cell, spec, memory_cap_bytes(cell.device))
     if why:
-        return cells.record(cell, "oom", error=why)
-    min_window_s = config.min_window_s or DEFAULT_MIN_WINDOW_S[cell.device.kind]
+        return CellRaw(cell, "oom", error=why)
     try:
-        repeats, prefill = cells.measure(cell, model, spec.config["vocab_size"], meter,
-                                         config, min_window_s, absent, config.phases, emit)
+        repeats, prefill = cells.measure(cell, wl, meter, config, absent, emit)
     except Exception as exc:
         if not _is_oom(exc):
             raise
@@ -229,19 +255,13 @@ def _run_one(cell, model, spec, meter: Meter, config, absent: dict[str, str],
         oom = False
     if oom:  # outside the except block, so the traceback's tensors can be freed
         _free_memory(cell.device)
-        return cells.record(cell, "oom", error="out of memory")
-    scope = cells.primary_scope(cell.device)
+        return CellRaw(cell, "oom", error="out of memory")
     trace = None
     if sampler is not None:
         (tr,) = sampler.traces(since_ns=repeats[0]["t0_ns"] - 1_000_000_000)
         trace = tr.power_valid()
-    ph = cells.phases(repeats, prefill, scope, cell.batch_size, cell.input_len,
-                      cell.output_len, trace)
-    rec = cells.record(cell, "ok", repeats, idle_power_w=idle_w, phases_block=ph)
-    rec["roofline"] = roofline.cell_roofline(
-        cell.device, spec, cell.dtype, cell.batch_size, cell.input_len, cell.output_len,
-        rec["figures"]["output_tokens_per_j"])
-    return rec
+    return CellRaw(cell, "ok", repeats=repeats, prefill=prefill, idle_power_w=idle_w,
+                   trace=trace, model_spec=spec)
 
 
 def _die_with_parent(parent: int) -> None:
@@ -261,8 +281,8 @@ def _die_with_parent(parent: int) -> None:
         os._exit(1)
 
 
-def worker_main(device_dict: dict, todo: list, config, run_dir: str, queue,
-                parent: int | None = None) -> None:
+def worker_main(device_dict: dict, todo: list[Cell], config: SweepConfig, run_dir: str,
+                queue: Any, parent: int | None = None) -> None:
     """Entry point of a worker process (spawn): one GPU, visible as cuda:0."""
     if parent is not None:
         _die_with_parent(parent)

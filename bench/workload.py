@@ -1,12 +1,17 @@
-"""The workload: seeded synthetic prompts and generation forced to an exact length.
+"""The workload boundary: what the meter measures, behind one small interface an engine implements.
 
-No timing policy lives here: the runner decides windows and repeats.
+An engine is prepared once per model (built, loaded, compiled), warmed up per shape
+outside any measured window, then called once per generate call inside windows; each
+call returns its token counts and time marks. The Hugging Face reference path
+(:class:`HfWorkload`) is the first implementation. No timing policy lives here: the
+cells module decides windows and repeats.
 """
 
 from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from typing import Any, Protocol
 
 
 @dataclass(frozen=True)
@@ -16,6 +21,47 @@ class Shape:
     batch_size: int
     input_len: int
     output_len: int
+
+
+@dataclass(frozen=True)
+class CallResult:
+    """One generate call: tokens made and read, and its marks on CLOCK_MONOTONIC (ns).
+
+    ``first_token_ns`` is when prefill's logits were ready (the first output token).
+    """
+
+    output_tokens: int
+    input_tokens: int
+    start_ns: int
+    first_token_ns: int
+    end_ns: int
+
+    @property
+    def marks(self) -> tuple[int, int, int]:
+        return (self.start_ns, self.first_token_ns, self.end_ns)
+
+
+class Workload(Protocol):
+    """An engine as the meter sees it: prepare once, warm up, run one call at a time."""
+
+    engine: str
+
+    def prepare(self) -> None:
+        """Build or load the model once (never inside a measured window)."""
+
+    def warm_up(self, shape: Shape, calls: int) -> None:
+        """Run ``calls`` unmeasured calls of ``shape`` (compilation, allocation, clocks)."""
+
+    def call(self, shape: Shape) -> CallResult:
+        """One generate call of exactly ``shape``: the tokens it made and its marks.
+
+        Raises:
+            RuntimeError: the engine made another number of tokens.
+        """
+        ...
+
+    def close(self) -> None:
+        """Release the model and the engine's memory."""
 
 
 def make_prompts(shape: Shape, vocab_size: int, seed: int = 0, device: str = "cpu"):
@@ -67,15 +113,11 @@ class _FirstTokenMark:
         return scores
 
 
-def generate_exact(model, input_ids, output_len: int, marks: list | None = None) -> int:
+def generate_exact(model, input_ids, output_len: int) -> CallResult:
     """Greedy generation of exactly ``output_len`` new tokens per sequence.
 
-    Args:
-        marks: if given, ``(start_ns, first_token_ns, end_ns)`` of this call is appended
-            (CLOCK_MONOTONIC; the first-token time is when prefill's logits were ready).
-
     Returns:
-        The number of output tokens made (batch x output_len).
+        The call's tokens (batch x output_len made, batch x input_len read) and marks.
 
     Raises:
         RuntimeError: generation stopped at another length.
@@ -96,9 +138,57 @@ def generate_exact(model, input_ids, output_len: int, marks: list | None = None)
             logits_processor=LogitsProcessorList([mark]),
         )
     end = time.monotonic_ns()
-    if marks is not None:
-        marks.append((start, mark.first_ns if mark.first_ns is not None else end, end))
     made = out.shape[1] - input_ids.shape[1]
     if made != output_len:
         raise RuntimeError(f"generate made {made} tokens per sequence, not {output_len}")
-    return out.shape[0] * made
+    batch, input_len = input_ids.shape[0], input_ids.shape[1]
+    return CallResult(batch * made, batch * input_len, start,
+                      mark.first_ns if mark.first_ns is not None else end, end)
+
+
+class HfWorkload:
+    """The reference engine: PyTorch + Hugging Face transformers ``generate``.
+
+    Args:
+        spec: the model (``bench.models.ModelSpec``).
+        dtype: fp32 | bf16 | fp16.
+        torch_device: where the model runs (``cpu``, ``cuda:0``).
+        seed: seed of the random weights and the prompts.
+        compile: on CUDA, a static cache and torch.compile (see :func:`prepare`).
+    """
+
+    engine = "hf"
+
+    def __init__(self, spec: Any, dtype: str, torch_device: str, seed: int = 0,
+                 compile: bool = True) -> None:
+        self.spec = spec
+        self.dtype = dtype
+        self.torch_device = torch_device
+        self.seed = seed
+        self.compile = compile
+        self.model: Any = None
+        self._prompts: dict[tuple[int, int], Any] = {}
+
+    def prepare(self) -> None:
+        from bench import models
+
+        self.model = models.build(self.spec, self.dtype, self.torch_device, self.seed)
+        prepare(self.model, self.torch_device, self.compile)
+
+    def _ids(self, shape: Shape):
+        key = (shape.batch_size, shape.input_len)
+        if key not in self._prompts:
+            self._prompts = {key: make_prompts(shape, self.spec.config["vocab_size"],
+                                               self.seed, self.torch_device)}
+        return self._prompts[key]
+
+    def warm_up(self, shape: Shape, calls: int) -> None:
+        for _ in range(calls):
+            self.call(shape)
+
+    def call(self, shape: Shape) -> CallResult:
+        return generate_exact(self.model, self._ids(shape), shape.output_len)
+
+    def close(self) -> None:
+        self.model = None
+        self._prompts = {}

@@ -114,3 +114,114 @@ def test_every_command_has_help():
     for name, p in sub.choices.items():
         assert p.description, name
         assert all(a.help for a in p._actions), name
+
+
+@pytest.mark.parametrize("args, fragment", [
+    (["run", "--batch", "1,,2"], "empty item"),
+    (["run", "--batch", ","], "empty item"),
+    (["run", "--model", "tiny-llama,"], "empty item"),
+    (["run", "--model", "gpt2", "--input-len", "1000", "--output-len", "100"],
+     "at most 1024 positions"),
+])
+def test_more_bad_input_is_one_line_and_exit_2(args, fragment):
+    p = _bench(*args)
+    assert p.returncode == 2, p.stderr
+    lines = p.stderr.strip().splitlines()
+    assert len(lines) == 1 and fragment in lines[0], p.stderr
+
+
+@pytest.mark.parametrize("config, fragment", [
+    ({"hidden_size": -5}, "hidden_size = -5"),
+    ({"num_hidden_layers": 1.5}, "num_hidden_layers = 1.5"),
+    ({"num_attention_heads": 3}, "not a multiple of"),
+    ({"num_key_value_heads": 3}, "not a multiple of num_key_value_heads"),
+])
+def test_an_impossible_model_file_is_refused_before_the_run(tmp_path, config, fragment):
+    cfg = {"vocab_size": 256, "hidden_size": 64, "intermediate_size": 128,
+           "num_hidden_layers": 1, "num_attention_heads": 4, "num_key_value_heads": 2,
+           **config}
+    f = tmp_path / "m.json"
+    f.write_text(json.dumps({"name": "m", "model_type": "llama", "config": cfg}))
+    out = tmp_path / "run"
+    p = _bench("run", "--gpu", "none", "--model", str(f), "--out", str(out))
+    assert p.returncode == 2, p.stderr
+    lines = p.stderr.strip().splitlines()
+    assert len(lines) == 1 and fragment in lines[0], p.stderr
+    assert not out.exists()  # refused before anything was created
+
+
+def test_a_workload_failing_mid_sweep_exits_1_and_keeps_the_cells_before(tmp_path):
+    # passes every check before the run, then fails when transformers builds it
+    bad = {"name": "bad-act", "model_type": "llama", "config": {
+        "vocab_size": 256, "hidden_size": 64, "intermediate_size": 128,
+        "num_hidden_layers": 1, "num_attention_heads": 2, "hidden_act": "no_such_act"}}
+    f = tmp_path / "bad.json"
+    f.write_text(json.dumps(bad))
+    out = tmp_path / "run"
+    p = _bench("run", "--gpu", "none", "--model", f"tiny-llama,{f}", *SMALL, "--batch", "1",
+               "--out", str(out))
+    assert p.returncode == 1, p.stderr
+    assert "Traceback" not in p.stderr and "no_such_act" in p.stderr
+    doc = json.loads((out / "result.json").read_text())
+    assert doc["status"] == "failed"
+    assert [c["model"] for c in doc["cells"]] == ["tiny-llama"]
+    assert doc["cells"][0]["status"] == "ok"
+
+
+def test_ctrl_c_exits_130_and_writes_the_finished_cells(tmp_path):
+    import signal
+    import time
+
+    out = tmp_path / "run"
+    p = subprocess.Popen([sys.executable, "-m", "bench", "run", "--gpu", "none", *SMALL,
+                          "--batch", "1,2,3,4,5,6", "--out", str(out)],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    journal = out / "journal.jsonl"
+    deadline = time.monotonic() + 240
+    while time.monotonic() < deadline:
+        if journal.exists() and '"type": "cell"' in journal.read_text():
+            break
+        assert p.poll() is None, p.stderr.read()
+        time.sleep(0.05)
+    p.send_signal(signal.SIGINT)
+    _, err = p.communicate(timeout=240)
+    assert p.returncode == 130, err
+    assert "Traceback" not in err and "--resume" in err
+    doc = json.loads((out / "result.json").read_text())
+    assert doc["status"] == "interrupted" and 1 <= len(doc["cells"]) < 6
+
+
+def test_runtime_out_of_memory_is_recorded_and_larger_batches_skipped(tmp_path, monkeypatch):
+    import torch
+
+    from bench import runner
+    from bench.sweep import SweepConfig
+    from bench.workload import HfWorkload
+
+    real = HfWorkload.call
+
+    def call(self, shape):  # batches of 2 or more run out of memory inside a window
+        if shape.batch_size >= 2:
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        return real(self, shape)
+
+    monkeypatch.setattr(HfWorkload, "call", call)
+    monkeypatch.setattr(HfWorkload, "warm_up", lambda self, shape, calls: None)
+    cfg = SweepConfig(batch_sizes=(1, 2, 4), input_lens=(8,), output_lens=(4,),
+                      min_window_s=0.1, repeats=1, phases=False)
+    events = []
+    starts = []
+    outcome = runner.run(cfg, "none", tmp_path / "run", on_start=lambda r, todo:
+                         starts.append(len(todo)), on_event=events.append)
+    assert starts == [3] and outcome.measured == 3
+    status = {c["batch_size"]: (c["status"], c["error"]) for c in outcome.run.cells}
+    assert status == {1: ("ok", None), 2: ("oom", "out of memory"),
+                      4: ("skipped", "batch 2 ran out of memory")}
+    assert [e["type"] for e in events].count("cell") == 3
+    assert any(e["type"] == "progress" for e in events)
+    doc = json.loads(outcome.result_path.read_text())
+    assert doc["status"] == "complete" and doc["config"]["min_window_s"] == 0.1
+    assert doc["config"]["dtype"] == "fp32" and doc["config"]["warmup"] == 1  # resolved
+    # resuming a finished run measures nothing and leaves it as it is
+    again = runner.resume(tmp_path / "run")
+    assert again.measured == 0

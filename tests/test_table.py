@@ -19,9 +19,9 @@ PUBLISHED = MLENERGY.parent / "published_tokens_per_joule.csv"
 def fake_doc(run_id="r1"):
     rep = {"duration_s": 2.0, "output_tokens": 100, "input_tokens": 50,
            "energy": {"gpu": {"energy_j": 20.0, "method": "counter", "reason": None}}}
-    from bench.results import schema
+    from bench.results import figures as F
 
-    figures, unc = schema.cell_figures([rep, dict(rep, energy={"gpu": {"energy_j": 25.0}})],
+    figures, unc = F.cell_figures([rep, dict(rep, energy={"gpu": {"energy_j": 25.0}})],
                                        "gpu")
     return {"schema": "joulebench/result", "schema_version": 1, "run_id": run_id,
             "provenance": {"harness": {"version": "0.1.0", "commit": "abc"}},

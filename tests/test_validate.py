@@ -9,7 +9,7 @@ import pytest
 from bench import runner
 from bench.cli import main
 from bench.devices import Device
-from bench.results import schema
+from bench.results import figures, schema
 from bench.results import validate as V
 
 from .conftest import install_fake_nvml
@@ -83,7 +83,7 @@ def _cell(d):
 
 def _refigure(d):
     for c in d["cells"]:
-        c["figures"], c["uncertainty"] = schema.cell_figures(c["repeats"], c["scope"])
+        c["figures"], c["uncertainty"] = figures.cell_figures(c["repeats"], c["scope"])
     ok = [c for c in d["cells"] if c["status"] == "ok"]
     d["summary"]["max_output_tokens_per_j"] = max(
         c["figures"]["output_tokens_per_j"] for c in ok)

@@ -93,12 +93,19 @@ def discover() -> Inventory:
     return Inventory(tuple(gpus), reason, cpu_device())
 
 
-def parse_gpu_spec(spec: str) -> str | list[int]:
+def parse_gpu_spec(spec: str | list[int]) -> str | list[int]:
     """Parse ``--gpu``: ``all``, ``auto``, ``none``/``cpu``, or a list of indices ``0,2``.
+
+    An already parsed value (a list of indices or a keyword) comes back as it is.
 
     Raises:
         BenchError: malformed value.
     """
+    if isinstance(spec, list):
+        if not spec or any(not isinstance(i, int) or i < 0 for i in spec) or \
+                len(set(spec)) != len(spec):
+            raise BenchError(f"invalid GPU indices {spec}: distinct integers 0 or more")
+        return spec
     s = spec.strip().lower()
     if s in ("all", "auto", "none", "cpu"):
         return "none" if s == "cpu" else s
@@ -114,7 +121,8 @@ def parse_gpu_spec(spec: str) -> str | list[int]:
     return indices
 
 
-def select(spec: str, inventory: Inventory) -> tuple[list[Device], str | None]:
+def select(spec: str | list[int],
+           inventory: Inventory) -> tuple[list[Device], str | None]:
     """The devices ``--gpu spec`` names, and a one-line notice for the user (or None).
 
     ``auto`` (the default) takes every GPU, or the CPU where there is none, silently;
@@ -139,5 +147,5 @@ def select(spec: str, inventory: Inventory) -> tuple[list[Device], str | None]:
     if missing:
         have = (f"this machine has GPUs {sorted(by_index)}" if by_index
                 else f"this machine has no CUDA GPU ({inventory.gpu_reason})")
-        raise BenchError(f"--gpu {spec}: no GPU {missing[0]}; {have}")
+        raise BenchError(f"--gpu {','.join(map(str, parsed))}: no GPU {missing[0]}; {have}")
     return [by_index[i] for i in parsed], None

@@ -16,6 +16,25 @@ from bench.errors import BenchError
 
 DTYPES = ("fp32", "bf16", "fp16")
 
+# Config entries that count something: each must be a whole number, 1 or more.
+SIZE_KEYS = ("vocab_size", "hidden_size", "intermediate_size", "moe_intermediate_size",
+             "num_experts", "num_local_experts", "num_experts_per_tok", "num_hidden_layers",
+             "num_attention_heads", "num_key_value_heads", "head_dim",
+             "max_position_embeddings", "n_embd", "n_layer", "n_head", "n_positions",
+             "n_inner")
+
+
+def _check_config(origin: str, config: dict) -> None:
+    """Refuse a config no model can be built from, in one line, before any work."""
+    for k in SIZE_KEYS:
+        v = config.get(k)
+        if v is None:
+            continue
+        if not isinstance(v, int) or isinstance(v, bool) or v < 1:
+            raise BenchError(f"{origin}: config {k} = {v!r} must be a whole number, 1 or more")
+    if "vocab_size" not in config:
+        raise BenchError(f"{origin}: config needs vocab_size")
+
 
 @dataclass(frozen=True)
 class ModelSpec:
@@ -36,8 +55,43 @@ class ModelSpec:
             raise BenchError(f"{origin}: a model file needs name, model_type and config") from None
         if not isinstance(config, dict):
             raise BenchError(f"{origin}: config must be an object")
-        return cls(str(name), str(model_type), config, str(d.get("description", "")),
+        _check_config(origin, config)
+        spec = cls(str(name), str(model_type), config, str(d.get("description", "")),
                    str(d.get("source", "")))
+        spec.check()
+        return spec
+
+    def check(self) -> None:
+        """Refuse an architecture transformers cannot build (shapes that do not divide).
+
+        Raises:
+            BenchError: with the model and the reason, in one line.
+        """
+        cfg = self.hf_config()
+        heads = getattr(cfg, "num_attention_heads", None)
+        kv = getattr(cfg, "num_key_value_heads", None) or heads
+        hidden = getattr(cfg, "hidden_size", None)
+        if heads and hidden and not getattr(cfg, "head_dim", None) and hidden % heads:
+            raise BenchError(f"model {self.name}: hidden_size {hidden} is not a multiple of "
+                             f"num_attention_heads {heads}")
+        if heads and kv and heads % kv:
+            raise BenchError(f"model {self.name}: num_attention_heads {heads} is not a "
+                             f"multiple of num_key_value_heads {kv}")
+        experts = getattr(cfg, "num_experts", 0) or getattr(cfg, "num_local_experts", 0) or 0
+        per_tok = getattr(cfg, "num_experts_per_tok", 0) or 0
+        if experts and per_tok > experts:
+            raise BenchError(f"model {self.name}: num_experts_per_tok {per_tok} is over "
+                             f"num_experts {experts}")
+
+    @property
+    def max_positions(self) -> int | None:
+        """The longest sequence (prompt + output tokens) the architecture takes, or None."""
+        cfg = self.hf_config()
+        for k in ("n_positions", "max_position_embeddings"):
+            v = getattr(cfg, k, None)
+            if isinstance(v, int) and v > 0:
+                return v
+        return None
 
     def hf_config(self):
         """The transformers config object."""
@@ -45,8 +99,10 @@ class ModelSpec:
 
         try:
             return AutoConfig.for_model(self.model_type, **self.config)
-        except (ValueError, TypeError) as exc:
-            raise BenchError(f"model {self.name}: bad config ({exc})") from None
+        except Exception as exc:  # transformers raises many kinds for a bad config
+            lines = [x.strip() for x in str(exc).splitlines() if x.strip()]
+            why = lines[-1] if lines else exc.__class__.__name__
+            raise BenchError(f"model {self.name}: bad config ({why})") from None
 
     def parameter_count(self) -> int:
         """Number of parameters (counted on the meta device: no memory is allocated)."""
@@ -86,8 +142,11 @@ def from_checkpoint(path: str) -> ModelSpec:
     cfg = {k: v for k, v in config.items()
            if k not in ("model_type", "architectures", "transformers_version", "dtype",
                         "torch_dtype")}
-    return ModelSpec(str(path), model_type, cfg, f"weights from {p.resolve()}",
+    _check_config(str(path), cfg)
+    spec = ModelSpec(str(path), model_type, cfg, f"weights from {p.resolve()}",
                      "local checkpoint", weights=str(p))
+    spec.check()
+    return spec
 
 
 def get(name_or_path: str) -> ModelSpec:

@@ -41,9 +41,14 @@ class Arithmetic:
     def weight_bytes(self) -> int:
         return self.n_total * self.bytes_per_element
 
+    @property
+    def flops_per_context_token(self) -> float:
+        """4 L d_attn: attention FLOPs per token of context at one decode step."""
+        return 4.0 * self.layers * self.d_attn
+
     def decode_flops_per_token(self, context: int) -> float:
         """2 N_mm + 4 L d_attn c: the matmuls and attention over ``context`` tokens."""
-        return 2.0 * self.n_matmul + 4.0 * self.layers * self.d_attn * context
+        return 2.0 * self.n_matmul + self.flops_per_context_token * context
 
     def prefill_flops(self, prompt_len: int) -> float:
         """One sequence's prefill with only the last token's logits (logits_to_keep=1)."""

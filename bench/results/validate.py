@@ -15,8 +15,10 @@ from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
+from bench.results import figures as F
 from bench.results import schema
 from bench.results import schema_spec as S
+from bench.sweep import DEVICE_DEFAULTS
 
 MAX_DOCUMENT_BYTES = 64 << 20
 MAX_TRACE_BYTES = 8 << 30
@@ -24,7 +26,6 @@ MAX_DEPTH = 32
 MAX_INT = 2 ** 63 - 1
 REL_TOL = 1e-3  # 0.1%: every recomputed figure must agree this well
 MIN_LOAD_POWER_FRACTION = 0.1  # no accelerator under load draws under 10% of its TDP
-MIN_WINDOW_S = {"cpu": 2.0, "cuda": 5.0}
 
 
 class Invalid(Exception):
@@ -214,7 +215,7 @@ def rule_figures(doc: dict) -> list[str]:
         if idle_w is not None and not any(_close(idle_w, b) for b in baselines):
             errors.append(f"{c['cell_id']}: idle_power_w is not the device's idle baseline")
         try:
-            figures, unc = schema.cell_figures(c["repeats"], c["scope"], idle_w)
+            figures, unc = F.cell_figures(c["repeats"], c["scope"], idle_w)
         except (KeyError, TypeError, ValueError, ZeroDivisionError) as exc:
             errors.append(f"{c['cell_id']}: repeats cannot be recomputed ({exc})")
             continue
@@ -230,13 +231,11 @@ def rule_figures(doc: dict) -> list[str]:
                 not all(_close(a, b) for a, b in zip(ci, unc["output_tokens_per_j_ci95"],
                                                      strict=True))):
             errors.append(f"{c['cell_id']}: confidence interval does not recompute")
-    ok = [c for c in doc["cells"] if c["status"] == "ok" and c["figures"]]
-    tpj = [c["figures"]["output_tokens_per_j"] for c in ok
-           if c["figures"].get("output_tokens_per_j") is not None]
+    again = F.run_summary(doc["cells"])
     summ = doc["summary"]
-    if summ.get("cells") != len(doc["cells"]) or summ.get("ok") != len(ok):
+    if summ.get("cells") != again["cells"] or summ.get("ok") != again["ok"]:
         errors.append("summary counts do not match the cells")
-    if not _close(summ.get("max_output_tokens_per_j"), max(tpj) if tpj else None):
+    if not _close(summ.get("max_output_tokens_per_j"), again["max_output_tokens_per_j"]):
         errors.append("summary max_output_tokens_per_j does not match the cells")
     return errors
 
@@ -265,15 +264,13 @@ def _roofline_errors(doc: dict, c: dict) -> list[str]:
 
 
 def _phase_errors(c: dict, method: str, trace) -> list[str]:
-    """A cell's phase figures by ``method``, recomputed (cells.phases) and compared."""
-    from bench import cells
-
+    """A cell's phase figures by ``method``, recomputed (figures.phases) and compared."""
     ph = c.get("phases")
     if not isinstance(ph, dict) or not isinstance(ph.get(method), dict) or \
             ph[method].get("reason") is not None:
         return []
     sub = ph.get("subtraction") or {}
-    again = cells.phases(c["repeats"], sub.get("prefill_window"), c["scope"],
+    again = F.phases(c["repeats"], sub.get("prefill_window"), c["scope"],
                          c["batch_size"], c["input_len"], c["output_len"], trace)
     errors = []
     if method == "subtraction" and not _close(ph.get("ttft_s"), again["ttft_s"]):
@@ -414,8 +411,8 @@ def rule_physics(doc: dict) -> list[str]:
         kind, dev = _device_kind(doc, c["device"])
         spec = specs.lookup(c.get("device_name") or dev.get("name"))
         tdp = spec.tdp_w if spec else dev.get("power_limit_w")
-        floor_s = min_window if isinstance(min_window, (int, float)) else MIN_WINDOW_S[
-            "cuda" if kind == "cuda" else "cpu"]
+        floor_s = min_window if isinstance(min_window, (int, float)) else DEVICE_DEFAULTS[
+            "cuda" if kind == "cuda" else "cpu"].min_window_s
         last_t1 = None
         for j, r in enumerate(c["repeats"]):
             w = f"{c['cell_id']}#{j}"

@@ -1,0 +1,255 @@
+"""Every figure of a cell and of a run, derived once from raw windows (pure functions).
+
+The runner builds each cell's record with :func:`cell_record`, and ``bench validate``
+rebuilds it from the document's raw windows with the same function, so a tampered figure
+never recomputes. (Independent known-answer tests check the formulas themselves.)
+
+A cell's raw inputs (:class:`CellRaw`): its repeats (windows of whole generate calls with
+their energy per scope, tokens and call marks), the prefill-only window, the device's idle
+power, the sampled GPU power trace, the device and the model's architecture.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from bench.kernels import stats
+from bench.sweep import Cell
+
+# Weakest first: a cell (or a scope) whose windows mix methods is labelled by the weakest.
+METHOD_ORDER = ("estimate", "power_integration", "counter")
+
+# Figures of one repeat, from its tokens, duration and primary-scope energy.
+REPEAT_FIGURES = ("output_tokens_per_j", "total_tokens_per_j", "j_per_output_token",
+                  "output_tokens_per_s", "mean_power_w")
+
+
+def weakest_method(methods: Iterable[str | None]) -> str | None:
+    """The weakest of the methods given (estimate < power_integration < counter), or None."""
+    seen = set(methods)
+    for m in METHOD_ORDER:
+        if m in seen:
+            return m
+    return None
+
+
+def primary_scope(kind: str) -> str:
+    """The scope a cell's figures are in: gpu for GPU cells, cpu for CPU cells."""
+    return "gpu" if kind == "cuda" else "cpu"
+
+
+def _energy(window: dict, scope: str) -> float | None:
+    return window["energy"].get(scope, {}).get("energy_j")
+
+
+def repeat_figures(rep: dict, scope: str) -> dict[str, float | None]:
+    """Per-repeat figures for ``scope``; energy figures are None where energy is missing."""
+    e = _energy(rep, scope)
+    out_tok, in_tok, dur = rep["output_tokens"], rep["input_tokens"], rep["duration_s"]
+    ok = e is not None and e > 0
+    return {
+        "output_tokens_per_j": out_tok / e if ok else None,
+        "total_tokens_per_j": (out_tok + in_tok) / e if ok else None,
+        "j_per_output_token": e / out_tok if ok and out_tok else None,
+        "output_tokens_per_s": out_tok / dur if dur > 0 else None,
+        "mean_power_w": e / dur if e is not None and dur > 0 else None,
+    }
+
+
+def cell_figures(repeats: list[dict], scope: str,
+                 idle_power_w: float | None = None) -> tuple[dict, dict]:
+    """The cell's figures (median over repeats) and their spread.
+
+    Returns:
+        (figures, uncertainty): figures maps each of :data:`REPEAT_FIGURES` to the median
+        of the per-repeat values (None if any repeat lacks it), plus summed energy,
+        duration and tokens, the maximum sampled power, and the incremental output
+        tokens/J (energy minus idle power x duration) where the idle power is known;
+        uncertainty gives min, max and a bootstrap interval of the median output tokens/J.
+    """
+    per = [repeat_figures(r, scope) for r in repeats]
+    figures: dict[str, Any] = {}
+    for name in REPEAT_FIGURES:
+        vals = [p[name] for p in per]
+        figures[name] = stats.median(vals) if vals and None not in vals else None
+    energies = [_energy(r, scope) for r in repeats]
+    figures["energy_j"] = sum(energies) if energies and None not in energies else None
+    figures["duration_s"] = sum(r["duration_s"] for r in repeats)
+    figures["output_tokens"] = sum(r["output_tokens"] for r in repeats)
+    figures["input_tokens"] = sum(r["input_tokens"] for r in repeats)
+    maxes = [(rd.get("stats") or {}).get("max_power_w") for r in repeats
+             for rd in r.get("readings", []) if rd.get("scope") == scope]
+    maxes = [m for m in maxes if m is not None]
+    figures["max_power_w"] = max(maxes) if maxes else None
+    inc = None
+    if idle_power_w is not None and None not in energies:
+        vals = []
+        for r, e in zip(repeats, energies, strict=True):
+            extra = e - idle_power_w * r["duration_s"]
+            vals.append(r["output_tokens"] / extra if extra > 0 else None)
+        inc = stats.median(vals) if vals and None not in vals else None
+    figures["incremental_output_tokens_per_j"] = inc
+    tpj = [p["output_tokens_per_j"] for p in per]
+    unc: dict[str, Any] = {"repeats": len(repeats), "output_tokens_per_j_min": None,
+                           "output_tokens_per_j_max": None, "output_tokens_per_j_ci95": None}
+    if tpj and None not in tpj:
+        unc["output_tokens_per_j_min"] = min(tpj)
+        unc["output_tokens_per_j_max"] = max(tpj)
+        ci = stats.bootstrap_ci(tpj)
+        unc["output_tokens_per_j_ci95"] = list(ci) if ci else None
+    return figures, unc
+
+
+def _median(vals: Iterable[float | None]) -> float | None:
+    import statistics
+
+    kept = [v for v in vals if v is not None]
+    return statistics.median(kept) if kept else None
+
+
+def phases(repeats: list[dict], prefill: dict | None, scope: str, batch: int,
+           input_len: int, output_len: int,
+           trace: tuple[np.ndarray, np.ndarray] | None = None) -> dict:
+    """Prefill and decode energy per token by both methods, and time to first token.
+
+    Subtraction: E(prefill-only call) from the prefill window; decode = the full call's
+    energy minus that, per output token after the first. Limits: assumes a prefill-only
+    call costs what a full call's prefill costs (same shapes; the one extra token's
+    sampling is counted as prefill).
+    Timeline: sampled power integrated between each call's start, first-token mark and
+    end (kernels.trace.segment_energy_j). Limits: needs a power trace (GPUs); the power
+    reading's own averaging window (about 25 ms for field 186) smears phases shorter
+    than that.
+
+    Args:
+        trace: (t_ns, power_w) of the device's valid power samples, or None.
+    """
+    calls = [c for r in repeats for c in r.get("calls_ns", [])]
+    ttft = _median([(f - s) * 1e-9 for s, f, _ in calls])
+    decode_tokens = batch * (output_len - 1)
+    out: dict[str, Any] = {"ttft_s": ttft, "decode_tokens_per_call": decode_tokens,
+                           "subtraction": None, "timeline": None}
+    e_call = _median([_energy(r, scope) / r["generate_calls"] for r in repeats
+                      if _energy(r, scope) is not None])
+    if prefill is not None:
+        pe = _energy(prefill, scope)
+        if pe is not None and e_call is not None:
+            e_pre = pe / prefill["generate_calls"]
+            out["subtraction"] = {
+                "prefill_j_per_input_token": e_pre / (batch * input_len),
+                "decode_j_per_output_token": ((e_call - e_pre) / decode_tokens
+                                              if decode_tokens else None),
+                "prefill_window": prefill, "reason": None}
+        else:
+            out["subtraction"] = {"reason": "no energy for the prefill window or the repeats"}
+    else:
+        out["subtraction"] = {"reason": "phases not measured (output length 1 or --no-phases)"}
+    if trace is None:
+        out["timeline"] = {"reason": "no power trace (only sampled GPUs have one)"}
+        return out
+    from bench.kernels import trace as K
+
+    t, p = trace
+    if len(t) < 2 or not calls:
+        out["timeline"] = {"reason": "too few power samples"}
+        return out
+    marks = np.array([x for c in calls for x in c], np.int64)
+    if marks[0] < t[0] or marks[-1] > t[-1]:
+        out["timeline"] = {"reason": "the power trace does not cover the calls"}
+        return out
+    seg = K.segment_energy_j(t, p, marks)
+    pre = float(seg[0::3].sum())
+    dec = float(seg[1::3].sum())
+    n = len(calls)
+    out["timeline"] = {"prefill_j_per_input_token": pre / (n * batch * input_len),
+                       "decode_j_per_output_token": dec / (n * decode_tokens)
+                       if decode_tokens else None, "reason": None}
+    return out
+
+
+@dataclass(frozen=True)
+class CellRaw:
+    """What was measured for one cell, before any figure is derived.
+
+    Attributes:
+        cell: the cell (device, model, dtype, batch and lengths).
+        status: ok | oom | skipped | error.
+        error: why the cell has no figures, or None.
+        repeats: the measured windows (see ``bench.cells.measure_window``).
+        prefill: the prefill-only window, or None.
+        idle_power_w: the device's idle power (GPUs), or None.
+        trace: (t_ns, power_w) valid power samples of the device, or None.
+        model_spec: the model's architecture (``bench.models.ModelSpec``) for the roofline;
+            None leaves the roofline out.
+        contended: whether other processes computed on the GPU during the cell; None
+            where it was not asked (a skipped cell).
+        other_pids: those processes.
+        pid: the measuring process.
+    """
+
+    cell: Cell
+    status: str
+    error: str | None = None
+    repeats: list[dict] = field(default_factory=list)
+    prefill: dict | None = None
+    idle_power_w: float | None = None
+    trace: tuple[np.ndarray, np.ndarray] | None = None
+    model_spec: Any = None
+    contended: bool | None = None
+    other_pids: list[int] | None = None
+    pid: int | None = None
+
+
+def cell_record(raw: CellRaw) -> dict:
+    """The journal/result record of one cell, every figure derived here."""
+    from bench import roofline
+
+    cell = raw.cell
+    scope = primary_scope(cell.device.kind)
+    rec: dict[str, Any] = {
+        "type": "cell", "cell_id": cell.cell_id, "device": cell.device.label,
+        "device_name": cell.device.name, "model": cell.model, "dtype": cell.dtype,
+        "batch_size": cell.batch_size, "input_len": cell.input_len,
+        "output_len": cell.output_len, "status": raw.status, "error": raw.error,
+        "scope": scope, "energy_method": None, "repeats": list(raw.repeats),
+        "figures": None, "uncertainty": None, "idle_power_w": None, "phases": None,
+        "roofline": None,
+    }
+    if raw.repeats:
+        rec["energy_method"] = weakest_method(
+            r["energy"].get(scope, {}).get("method") for r in raw.repeats)
+        rec["figures"], rec["uncertainty"] = cell_figures(raw.repeats, scope,
+                                                          raw.idle_power_w)
+    if raw.status == "ok":
+        rec["idle_power_w"] = raw.idle_power_w
+        rec["phases"] = phases(raw.repeats, raw.prefill, scope, cell.batch_size,
+                               cell.input_len, cell.output_len, raw.trace)
+        if raw.model_spec is not None:
+            rec["roofline"] = roofline.cell_roofline(
+                cell.device, raw.model_spec, cell.dtype, cell.batch_size, cell.input_len,
+                cell.output_len, rec["figures"]["output_tokens_per_j"]
+                if rec["figures"] else None)
+    if raw.contended is not None:
+        rec["contended"] = raw.contended
+        rec["other_pids"] = list(raw.other_pids or [])
+    if raw.pid is not None:
+        rec["pid"] = raw.pid
+    return rec
+
+
+def idle_power_w(energy_j: float | None, duration_s: float) -> float | None:
+    """Mean power of an idle window, or None where its energy is missing."""
+    return energy_j / duration_s if energy_j is not None and duration_s > 0 else None
+
+
+def run_summary(cells: list[dict]) -> dict:
+    """The run's summary: cell counts and the best output tokens/J of its ok cells."""
+    ok = [c for c in cells if c.get("status") == "ok" and c.get("figures")]
+    tpj = [c["figures"]["output_tokens_per_j"] for c in ok
+           if c["figures"].get("output_tokens_per_j") is not None]
+    return {"cells": len(cells), "ok": len(ok), "not_ok": len(cells) - len(ok),
+            "max_output_tokens_per_j": max(tpj) if tpj else None}

@@ -1,0 +1,241 @@
+"""The sweep model: its configuration (one precedence), the cells it plans, per-device defaults.
+
+Precedence, stated once and applied by :meth:`SweepConfig.from_sources`: flags given on
+the command line > the sweep file (TOML) > the field defaults below; fields whose default
+depends on the device (``dtype``, ``min_window_s``, ``warmup``) are then filled by
+:meth:`SweepConfig.resolved` from :data:`DEVICE_DEFAULTS`. The result document records the
+resolved configuration, so nothing downstream keeps a default of its own.
+
+A leaf module: it imports nothing of the package but errors, models' dtype names and the
+Device type.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, fields, replace
+from typing import Any
+
+from bench.devices import Device
+from bench.errors import BenchError
+from bench.models import DTYPES
+
+
+@dataclass(frozen=True)
+class DeviceDefaults:
+    """What a sweep uses on one kind of device unless told otherwise.
+
+    Attributes:
+        dtype: weights and activations.
+        min_window_s: shortest measured window; a counter is only as good as its update
+            period (NVML's refresh every 20-100 ms), so GPU windows last seconds.
+        warmup: unmeasured generate calls before a cell's windows.
+        compiled_warmup: the least warm-up when compiling on a GPU: the first call
+            compiles, the second records the CUDA graphs; both stay unmeasured.
+    """
+
+    dtype: str
+    min_window_s: float
+    warmup: int
+    compiled_warmup: int
+
+
+DEVICE_DEFAULTS: dict[str, DeviceDefaults] = {
+    "cpu": DeviceDefaults(dtype="fp32", min_window_s=2.0, warmup=1, compiled_warmup=1),
+    "cuda": DeviceDefaults(dtype="bf16", min_window_s=5.0, warmup=1, compiled_warmup=2),
+}
+
+_INT_LISTS = ("batch_sizes", "input_lens", "output_lens")
+
+
+@dataclass(frozen=True)
+class SweepConfig:
+    """What to sweep and how long to measure. ``None`` means "the device's default".
+
+    Attributes:
+        models: built-in model names, model JSON files or local checkpoint folders.
+        batch_sizes, input_lens, output_lens: the sweep's axes (tokens per sequence).
+        dtype: fp32 | bf16 | fp16.
+        min_window_s: shortest measured window per repeat, s.
+        repeats: measured windows per cell.
+        warmup: unmeasured generate calls before a cell.
+        seed: seed of weights and prompts.
+        cpu_w_per_logical_cpu: assumed W per busy logical CPU where RAPL is unreadable.
+        phases: measure the prefill-only window (subtraction-method phases).
+        compile: on GPUs, a static cache and torch.compile.
+        idle_s: idle-baseline window per GPU before its cells, s.
+    """
+
+    models: tuple[str, ...] = ("tiny-llama",)
+    batch_sizes: tuple[int, ...] = (1, 4, 16)
+    input_lens: tuple[int, ...] = (32,)
+    output_lens: tuple[int, ...] = (32,)
+    dtype: str | None = None
+    min_window_s: float | None = None
+    repeats: int = 3
+    warmup: int | None = None
+    seed: int = 0
+    cpu_w_per_logical_cpu: float | None = None
+    phases: bool = True
+    compile: bool = True
+    idle_s: float = 3.0
+
+    def __post_init__(self) -> None:
+        _check_types(self)
+        if not self.models:
+            raise BenchError("no model given")
+        for name, vals in (("batch size", self.batch_sizes), ("input length", self.input_lens),
+                           ("output length", self.output_lens)):
+            if not vals or any(v < 1 for v in vals):
+                raise BenchError(f"every {name} must be 1 or more")
+        if self.repeats < 1:
+            raise BenchError("repeats must be 1 or more")
+        if self.warmup is not None and self.warmup < 0:
+            raise BenchError("warm-up must be 0 or more")
+        if not self.idle_s > 0:
+            raise BenchError("the idle window must be positive")
+        if self.min_window_s is not None and not self.min_window_s > 0:
+            raise BenchError("the minimum window must be positive")
+        if self.dtype is not None and self.dtype not in DTYPES:
+            raise BenchError(f"unknown dtype {self.dtype!r}; use one of {', '.join(DTYPES)}")
+
+    @classmethod
+    def from_sources(cls, flags: Mapping[str, Any] | None = None,
+                     file: str | None = None) -> SweepConfig:
+        """The configuration from flags and a sweep file: flags > file > defaults.
+
+        Args:
+            flags: field name -> value given on the command line; ``None`` values count as
+                not given.
+            file: a sweep file (TOML) whose keys are this class's fields.
+
+        Raises:
+            BenchError: an unreadable or malformed sweep file, an unknown key, a bad value.
+        """
+        merged = load_config_file(file) if file else {}
+        merged.update({k: v for k, v in (flags or {}).items() if v is not None})
+        unknown = sorted(set(merged) - {f.name for f in fields(cls)})
+        if unknown:
+            raise BenchError(f"unknown sweep setting {unknown[0]!r}")
+        return cls(**merged)
+
+    def resolved(self, kind: str) -> SweepConfig:
+        """This configuration with the device kind's defaults filled in.
+
+        On a GPU with ``compile``, warm-up is at least ``compiled_warmup``.
+        """
+        d = DEVICE_DEFAULTS[kind]
+        warmup = d.warmup if self.warmup is None else self.warmup
+        if kind == "cuda" and self.compile:
+            warmup = max(warmup, d.compiled_warmup)
+        return replace(self, dtype=self.dtype or d.dtype,
+                       min_window_s=self.min_window_s or d.min_window_s, warmup=warmup)
+
+    @property
+    def is_resolved(self) -> bool:
+        return None not in (self.dtype, self.min_window_s, self.warmup)
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in d.items()}
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> SweepConfig:
+        """The inverse of :meth:`to_dict` (unknown keys are an error)."""
+        kw = {k: tuple(v) if isinstance(v, list) else v for k, v in d.items()}
+        try:
+            return cls(**kw)
+        except TypeError as exc:
+            raise BenchError(f"bad sweep configuration: {exc}") from None
+
+
+_TYPES: dict[str, tuple[type, ...]] = {
+    "repeats": (int,), "warmup": (int, type(None)), "seed": (int,),
+    "min_window_s": (int, float, type(None)), "idle_s": (int, float),
+    "cpu_w_per_logical_cpu": (int, float, type(None)), "phases": (bool,), "compile": (bool,),
+    "dtype": (str, type(None)),
+}
+
+
+def _check_types(config: SweepConfig) -> None:
+    """One line for a value of the wrong type (a sweep file can hold anything)."""
+    for name, kinds in _TYPES.items():
+        v = getattr(config, name)
+        if isinstance(v, bool) and bool not in kinds or not isinstance(v, kinds):
+            raise BenchError(f"sweep setting {name} = {v!r} has the wrong type")
+    for name in (*_INT_LISTS, "models"):
+        v = getattr(config, name)
+        want: type = str if name == "models" else int
+        if not isinstance(v, tuple) or not all(
+                isinstance(x, want) and not isinstance(x, bool) for x in v):
+            raise BenchError(f"sweep setting {name} must be a list of "
+                             f"{'names' if want is str else 'integers'}")
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One (device, model, dtype, batch size, input length, output length)."""
+
+    device: Device
+    model: str
+    dtype: str
+    batch_size: int
+    input_len: int
+    output_len: int
+
+    def with_device(self, device: Device) -> Cell:
+        """The same cell on another Device object (a worker's view of its GPU)."""
+        return replace(self, device=device)
+
+    @property
+    def cell_id(self) -> str:
+        return (f"{self.device.label}/{self.model}/{self.dtype}/b{self.batch_size}"
+                f"/i{self.input_len}/o{self.output_len}")
+
+
+def load_config_file(path: str) -> dict[str, Any]:
+    """A sweep file (TOML) as :class:`SweepConfig` keyword arguments.
+
+    Raises:
+        BenchError: unreadable, not TOML, an unknown key, or a value of the wrong type.
+    """
+    try:
+        with open(path, "rb") as f:
+            data = tomllib.load(f)
+    except OSError as exc:
+        raise BenchError(f"cannot read sweep file {path}: {exc.strerror}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise BenchError(f"sweep file {path}: not valid TOML ({exc})") from None
+    known = {f.name for f in fields(SweepConfig)}
+    unknown = sorted(set(data) - known)
+    if unknown:
+        raise BenchError(f"sweep file {path}: unknown key {unknown[0]!r}; known: "
+                         f"{', '.join(sorted(known))}")
+    out = {k: tuple(v) if isinstance(v, list) else v for k, v in data.items()}
+    for k in _INT_LISTS:
+        if k in out and (not isinstance(out[k], tuple) or
+                         not all(isinstance(x, int) and not isinstance(x, bool)
+                                 for x in out[k])):
+            raise BenchError(f"sweep file {path}: {k} must be a list of integers")
+    if "models" in out and (not isinstance(out["models"], tuple) or
+                            not all(isinstance(x, str) for x in out["models"])):
+        raise BenchError(f"sweep file {path}: models must be a list of names")
+    return out
+
+
+def plan(config: SweepConfig, devices: list[Device]) -> list[Cell]:
+    """All cells, grouped so a model is built once per device and batches ascend.
+
+    ``config`` must be resolved for the devices' kind (its dtype set); an unresolved one
+    is resolved per device here.
+    """
+    cells = []
+    for dev in devices:
+        dtype = config.dtype or DEVICE_DEFAULTS[dev.kind].dtype
+        for m in config.models:
+            for i in config.input_lens:
+                for o in config.output_lens:
+                    for b in sorted(config.batch_sizes):
+                        cells.append(Cell(dev, m, dtype, b, i, o))
+    return cells
