@@ -421,7 +421,7 @@ def cmd_probe(args: argparse.Namespace) -> int:
     gpus, _ = devices.select(args.gpu, inv)
     if any(g.kind != "cuda" for g in gpus):
         raise BenchError("bench probe needs GPUs; --gpu none has nothing to probe")
-    results = [probe_gpu(g.index, duration_s=args.duration_s) for g in gpus]
+    results = [probe_gpu(g.gpu_index, duration_s=args.duration_s) for g in gpus]
     for r in results:
         sup = ", ".join(k for k, v in r["supported"].items() if v) or "nothing"
         print(f"gpu{r['index']} {r['name']}: supports {sup}")
@@ -626,22 +626,8 @@ def cmd_list(args: argparse.Namespace) -> int:
 
     out: dict = {}
     if args.what in (None, "models"):
-        from bench.models import arithmetic
-
-        out["models"] = []
-        for name in models.builtin_names():
-            spec = models.get(name)
-            a = arithmetic.of(spec, args.dtype)
-            out["models"].append({
-                "name": name, "model_type": spec.model_type, "parameters": a.n_total,
-                "active_parameters": a.n_active, "layers": a.layers,
-                "decode_flops_per_token": a.decode_flops_per_token(0),
-                "flops_per_context_token": a.flops_per_context_token,
-                "weight_bytes": a.weight_bytes, "kv_bytes_per_token": a.kv_bytes_per_token,
-                "memory_bytes": {str(b): a.memory_bytes(b, args.input_len, args.output_len)
-                                 for b in args.batch},
-                "dtype": args.dtype, "input_len": args.input_len,
-                "output_len": args.output_len, "description": spec.description})
+        out["models"] = [models.describe(name, args.dtype, args.batch, args.input_len,
+                                         args.output_len) for name in models.builtin_names()]
     if args.what in (None, "devices"):
         inv = devices.discover()
         out["devices"] = [d.to_dict() for d in (*inv.gpus, inv.cpu)]

@@ -15,7 +15,7 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
 from bench.errors import SensorError
 
@@ -120,7 +120,7 @@ class Meter:
     """
 
     def __init__(self, sources: Sequence[EnergySource], sync: Callable[[], None] | None = None,
-                 clock_ns: Callable[[], int] = time.monotonic_ns, sampler=None,
+                 clock_ns: Callable[[], int] = time.monotonic_ns, sampler: Any = None,
                  settle_s: float = 0.15) -> None:
         self.sources = list(sources)
         self._sync = sync or (lambda: None)
@@ -159,7 +159,8 @@ class Meter:
             readings = self._from_traces(readings, t0, t1)
         handle.result = Measurement(name, t0, t1, tuple(readings))
 
-    def _from_traces(self, readings: list[EnergyReading], t0: int, t1: int):
+    def _from_traces(self, readings: list[EnergyReading], t0: int,
+                     t1: int) -> list[EnergyReading]:
         from bench.sampler import sampled_energy
 
         self.sampler.wait_past(t1 + int(self.settle_s * 1e9))

@@ -55,7 +55,7 @@ def git_commit() -> dict:
 
 def library_versions() -> dict:
     """Installed versions of the libraries that shape a result (None if absent)."""
-    out = {"python": platform.python_version()}
+    out: dict[str, str | None] = {"python": platform.python_version()}
     for name in LIBRARIES:
         try:
             out[name] = metadata.version(name)

@@ -12,6 +12,7 @@ import os
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from bench import provenance
 from bench.devices import Device
@@ -57,7 +58,7 @@ class Run:
         return {c["cell_id"] for c in self.cells}
 
     def document(self, status: str) -> dict:
-        def strip(recs):
+        def strip(recs: list[dict]) -> list[dict]:
             return [{k: v for k, v in r.items() if k != "type"} for r in recs]
 
         return {
@@ -85,7 +86,7 @@ class Run:
         return path
 
 
-def write_trace_part(run_dir: Path, trace, seq: int, session: int) -> None:
+def write_trace_part(run_dir: Path, trace: Any, seq: int, session: int) -> None:
     """Write one device's new samples as a part file.
 
     Part names sort by device, then session (wall-clock ns at its start: a resumed run's
@@ -150,7 +151,7 @@ def open_journal(run_dir: Path | str) -> Run:
         raise BenchError(f"{run_dir}: the journal's header is damaged ({exc})") from None
     for rec in records[1:]:
         kind = rec.get("type")
-        target = {"cell": run.cells, "idle": run.idle, "source": run.sources}.get(kind)
+        target = {"cell": run.cells, "idle": run.idle, "source": run.sources}.get(str(kind))
         if target is not None:
             if kind == "cell" and rec.get("cell_id") in run.done_cell_ids():
                 continue

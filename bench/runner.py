@@ -284,7 +284,10 @@ def _execute(run: Run, on_record: Callable[[dict], None]) -> list[str]:
     return errors
 
 
-def _start_workers(run: Run, gpus: list[Device], todo: list[Cell]):
+Workers = tuple[Any, dict[str, Any]]  # the queue, and the worker process per device label
+
+
+def _start_workers(run: Run, gpus: list[Device], todo: list[Cell]) -> Workers:
     import multiprocessing as mp
 
     ctx = mp.get_context("spawn")
@@ -300,7 +303,7 @@ def _start_workers(run: Run, gpus: list[Device], todo: list[Cell]):
     return queue, workers
 
 
-def _collect(procs, emit: Callable[[dict], None]) -> list[str]:
+def _collect(procs: Workers, emit: Callable[[dict], None]) -> list[str]:
     """Journal what the workers send until each is done; a dead worker is an error."""
     import queue as q
 
@@ -328,7 +331,7 @@ def _collect(procs, emit: Callable[[dict], None]) -> list[str]:
     return errors
 
 
-def _stop_workers(procs, at_once: bool = False) -> None:
+def _stop_workers(procs: Workers, at_once: bool = False) -> None:
     _, workers = procs
     for p in workers.values():
         p.join(timeout=0 if at_once else 5)

@@ -143,7 +143,7 @@ class SweepConfig:
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> SweepConfig:
         """The inverse of :meth:`to_dict` (unknown keys are an error)."""
-        kw = {k: tuple(v) if isinstance(v, list) else v for k, v in d.items()}
+        kw: dict[str, Any] = {k: tuple(v) if isinstance(v, list) else v for k, v in d.items()}
         try:
             return cls(**kw)
         except TypeError as exc:

@@ -12,6 +12,7 @@ import os
 import time
 from collections.abc import Callable
 from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
 from bench import cells, models
@@ -38,7 +39,7 @@ def energy_sources(device: Device,
     if device.kind == "cuda":
         from bench.devices.nvml import NvmlEnergySource
 
-        srcs.append(NvmlEnergySource(device.index))
+        srcs.append(NvmlEnergySource(device.gpu_index))
     try:
         rsrcs, why = rapl.sources()
     except NoSensor as exc:
@@ -130,12 +131,12 @@ def other_processes(device: Device, ours: set[int]) -> list[int]:
     from bench.devices import nvml
 
     try:
-        return [p for p in nvml.compute_pids(device.index) if p not in ours]
+        return [p for p in nvml.compute_pids(device.gpu_index) if p not in ours]
     except Exception:  # a sensor question; never stops the sweep
         return []
 
 
-def _trace_flusher(run_dir: str | os.PathLike, sampler: Any) -> Callable[[], None]:
+def _trace_flusher(run_dir: Path, sampler: Any) -> Callable[[], None]:
     """A function that writes the samples since its last call as a trace part (fsynced).
 
     Part names carry the session (wall-clock ns at its start), so a resumed run's parts
@@ -165,6 +166,7 @@ def run_device(device: Device, todo: list[Cell], config: SweepConfig,
     ``config`` is resolved for the device's kind (see :meth:`SweepConfig.resolved`).
     """
     ours = (ours or set()) | {os.getpid()}
+    run_dir = Path(run_dir)
     srcs, missing = energy_sources(device, config.cpu_w_per_logical_cpu)
     for s in srcs:
         emit({"type": "source", "device": device.label, "name": s.name, "scope": s.scope,
@@ -183,7 +185,7 @@ def run_device(device: Device, todo: list[Cell], config: SweepConfig,
 
             # Sampled at 1 kHz for all the device's cells: window edges are interpolated
             # between the counter's updates, not read from a stale counter.
-            sampler = Sampler([device.index], rate_hz=1000.0).start()
+            sampler = Sampler([device.gpu_index], rate_hz=1000.0).start()
             flush = _trace_flusher(run_dir, sampler)
         meter = Meter(srcs, sync=_sync_for(device), sampler=sampler)
         idle_w = None

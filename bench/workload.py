@@ -11,7 +11,10 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
+
+if TYPE_CHECKING:
+    import torch
 
 
 @dataclass(frozen=True)
@@ -64,7 +67,8 @@ class Workload(Protocol):
         """Release the model and the engine's memory."""
 
 
-def make_prompts(shape: Shape, vocab_size: int, seed: int = 0, device: str = "cpu"):
+def make_prompts(shape: Shape, vocab_size: int, seed: int = 0,
+                 device: str = "cpu") -> torch.Tensor:
     """Random token ids of shape (batch, input_len), reproducible from ``seed``.
 
     Ids avoid the first 16 (special tokens in most vocabularies).
@@ -77,7 +81,7 @@ def make_prompts(shape: Shape, vocab_size: int, seed: int = 0, device: str = "cp
     return ids.to(device)
 
 
-def prepare(model, device: str = "cpu", compile: bool = True) -> None:
+def prepare(model: Any, device: str = "cpu", compile: bool = True) -> None:
     """Make the model generate to exactly ``max_new_tokens``: no EOS, greedy.
 
     On a CUDA device with ``compile``, a static KV cache: transformers then compiles the
@@ -107,13 +111,13 @@ class _FirstTokenMark:
     def __init__(self) -> None:
         self.first_ns: int | None = None
 
-    def __call__(self, input_ids, scores):
+    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
         if self.first_ns is None:
             self.first_ns = time.monotonic_ns()
         return scores
 
 
-def generate_exact(model, input_ids, output_len: int) -> CallResult:
+def generate_exact(model: Any, input_ids: torch.Tensor, output_len: int) -> CallResult:
     """Greedy generation of exactly ``output_len`` new tokens per sequence.
 
     Returns:
@@ -175,7 +179,7 @@ class HfWorkload:
         self.model = models.build(self.spec, self.dtype, self.torch_device, self.seed)
         prepare(self.model, self.torch_device, self.compile)
 
-    def _ids(self, shape: Shape):
+    def _ids(self, shape: Shape) -> torch.Tensor:
         key = (shape.batch_size, shape.input_len)
         if key not in self._prompts:
             self._prompts = {key: make_prompts(shape, self.spec.config["vocab_size"],

@@ -32,6 +32,17 @@ class Device:
         return f"gpu{self.index}" if self.kind == "cuda" else "cpu"
 
     @property
+    def gpu_index(self) -> int:
+        """The NVML index of a GPU.
+
+        Raises:
+            ValueError: the device is the CPU.
+        """
+        if self.index is None:
+            raise ValueError(f"{self.label} has no NVML index")
+        return self.index
+
+    @property
     def torch_device(self) -> str:
         """The torch device the model runs on.
 
@@ -135,14 +146,14 @@ def select(spec: str | list[int],
     parsed = parse_gpu_spec(spec)
     if parsed == "none":
         return [inventory.cpu], None
-    if parsed in ("all", "auto"):
+    if isinstance(parsed, str):  # all | auto
         if inventory.gpus:
             return list(inventory.gpus), None
         notice = None
         if parsed == "all":
             notice = f"no CUDA GPU found ({inventory.gpu_reason}); running on the CPU"
         return [inventory.cpu], notice
-    by_index = {g.index: g for g in inventory.gpus}
+    by_index = {g.gpu_index: g for g in inventory.gpus}
     missing = [i for i in parsed if i not in by_index]
     if missing:
         have = (f"this machine has GPUs {sorted(by_index)}" if by_index

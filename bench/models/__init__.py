@@ -8,7 +8,9 @@ Nothing is ever downloaded; real weights load only from a local path.
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 from importlib import resources
 from pathlib import Path
 
@@ -171,6 +173,28 @@ def get(name_or_path: str) -> ModelSpec:
     return ModelSpec.from_dict(json.loads(res.read_text(encoding="utf-8")), name_or_path)
 
 
+def describe(name: str, dtype: str, batches: Sequence[int], input_len: int,
+             output_len: int) -> dict[str, Any]:
+    """A model's facts for ``bench list``: parameters, FLOPs and bytes per token, memory.
+
+    ``memory_bytes`` maps each batch size (as a string) to the memory a generate call of
+    ``input_len`` + ``output_len`` tokens needs (weights, KV cache, activations).
+    """
+    from bench.models import arithmetic
+
+    spec = get(name)
+    a = arithmetic.of(spec, dtype)
+    return {"name": name, "model_type": spec.model_type, "parameters": a.n_total,
+            "active_parameters": a.n_active, "layers": a.layers,
+            "decode_flops_per_token": a.decode_flops_per_token(0),
+            "flops_per_context_token": a.flops_per_context_token,
+            "weight_bytes": a.weight_bytes, "kv_bytes_per_token": a.kv_bytes_per_token,
+            "memory_bytes": {str(b): a.memory_bytes(b, input_len, output_len)
+                             for b in batches},
+            "dtype": dtype, "input_len": input_len, "output_len": output_len,
+            "description": spec.description}
+
+
 def torch_dtype(name: str):
     """The torch dtype for ``fp32``, ``bf16`` or ``fp16``."""
     import torch
@@ -199,7 +223,7 @@ def build(spec: ModelSpec, dtype: str, device: str, seed: int = 0):
                 spec.weights, dtype=torch_dtype(dtype), local_files_only=True)
         except (OSError, ValueError) as exc:
             raise BenchError(f"cannot load weights from {spec.weights}: {exc}") from None
-        return model.to(device).eval()
+        return model.to(device).eval()  # type: ignore[arg-type]  # transformers' stub
     torch.manual_seed(seed)
     if device.startswith("cuda"):
         torch.cuda.manual_seed_all(seed)

@@ -81,9 +81,9 @@ def cell_figures(repeats: list[dict], scope: str,
     figures["duration_s"] = sum(r["duration_s"] for r in repeats)
     figures["output_tokens"] = sum(r["output_tokens"] for r in repeats)
     figures["input_tokens"] = sum(r["input_tokens"] for r in repeats)
-    maxes = [(rd.get("stats") or {}).get("max_power_w") for r in repeats
-             for rd in r.get("readings", []) if rd.get("scope") == scope]
-    maxes = [m for m in maxes if m is not None]
+    maxes: list[float] = [m for r in repeats for rd in r.get("readings", [])
+                          if rd.get("scope") == scope
+                          and (m := (rd.get("stats") or {}).get("max_power_w")) is not None]
     figures["max_power_w"] = max(maxes) if maxes else None
     inc = None
     if idle_power_w is not None and None not in energies:
@@ -93,10 +93,10 @@ def cell_figures(repeats: list[dict], scope: str,
             vals.append(r["output_tokens"] / extra if extra > 0 else None)
         inc = stats.median(vals) if vals and None not in vals else None
     figures["incremental_output_tokens_per_j"] = inc
-    tpj = [p["output_tokens_per_j"] for p in per]
+    tpj = [v for p in per if (v := p["output_tokens_per_j"]) is not None]
     unc: dict[str, Any] = {"repeats": len(repeats), "output_tokens_per_j_min": None,
                            "output_tokens_per_j_max": None, "output_tokens_per_j_ci95": None}
-    if tpj and None not in tpj:
+    if tpj and len(tpj) == len(per):
         unc["output_tokens_per_j_min"] = min(tpj)
         unc["output_tokens_per_j_max"] = max(tpj)
         ci = stats.bootstrap_ci(tpj)
