@@ -667,3 +667,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except BenchError as exc:
         _err(f"bench {args.command}", str(exc))
         return 2
+    except BrokenPipeError:  # the reader went away (bench list | head): nothing to report
+        import os
+
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0

@@ -10,9 +10,9 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
 from importlib import resources
 from pathlib import Path
+from typing import Any
 
 from bench.errors import BenchError
 
