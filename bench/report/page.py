@@ -27,7 +27,7 @@ dl.meta dt{color:#555}dl.meta dd{margin:0}
 .est{color:#a35b00}.bad{color:#b00020}.ok{color:#116611}.ref{color:#555;font-style:italic}
 .how{color:#333;background:#f7f7f9;border-left:3px solid #9ab;padding:.3em .7em}
 .lines{font-size:12px;color:#444}.note{font-size:13px}
-.wide{overflow-x:auto}
+.wide{overflow-x:auto}table.small{font-size:12px}
 """
 
 SORT_JS = """
@@ -63,7 +63,7 @@ def fmt(x, digits: int = 3) -> str:
         return "0"
     if abs(v) >= 10 ** digits:
         return f"{v:,.0f}"
-    s = f"{v:.{digits}g}"
+    s = f"{v:#.{digits}g}".rstrip(".")  # '#': keep trailing zeros (3.00, not 3)
     if "e" in s:  # very small: keep the significant figures, no exponent
         decimals = digits - 1 - math.floor(math.log10(abs(v)))
         s = f"{v:.{decimals}f}"
@@ -312,8 +312,8 @@ def methods(docs: list[dict]) -> str:
         + ". Tokens/J divides output tokens (batch × output length × calls, EOS ignored) "
         "by that energy; it does not include host, network or cooling unless the scope "
         "says so. RMB per kWh at the meter scales it as stated under the summary.")
-    srcs = sorted({s.get("description", s.get("name", "")) for d in docs
-                   for s in d.get("energy_sources", []) if isinstance(s, dict)})
+    srcs = sorted({s.get("description") or s.get("name") or "" for d in docs
+                   for s in d.get("energy_sources", []) if isinstance(s, dict)} - {""})
     if srcs:
         items.append("<b>Energy sources.</b> " + "; ".join(esc(s) for s in srcs) + ".")
     # the interval
@@ -387,46 +387,72 @@ def methods(docs: list[dict]) -> str:
     return "<ul>" + "".join(f"<li>{i}</li>" for i in items) + "</ul>"
 
 
+def _v(r, key, scale: float = 1.0) -> float | None:
+    try:
+        x = float(r.get(key)) * scale
+    except (TypeError, ValueError):
+        return None
+    return x if math.isfinite(x) else None
+
+
+def _int_text(x) -> str | None:
+    return None if x is None else str(int(x))
+
+
+def _device(r) -> str:
+    dev = r.get("device")
+    return f"{dev} {r.get('device_name')}" if isinstance(dev, str) and dev != "cpu" else str(
+        r.get("device_name"))
+
+
+# (header, text of a row or None for a number, value to sort by (None: by text))
 CELL_COLUMNS = (
-    ("Run", "run_id", None), ("Device", "device", None), ("GPU / CPU", "device_name", None),
-    ("Model", "model", None), ("dtype", "dtype", None), ("Batch", "batch_size", 0),
-    ("Input tokens", "input_len", 0), ("Output tokens", "output_len", 0),
-    ("Status", "status", None), ("Scope", "scope", None), ("Method", "energy_method", None),
-    ("Output tokens/J", "output_tokens_per_j", 4),
-    ("Interval low (tokens/J)", "output_tokens_per_j_ci95_low", 4),
-    ("Interval high (tokens/J)", "output_tokens_per_j_ci95_high", 4),
-    ("Output tokens/s", "output_tokens_per_s", 4), ("Mean power (W)", "mean_power_w", 4),
-    ("Energy per output token (mJ)", "j_per_output_token", 4),
-    ("Tokens/J above idle", "incremental_output_tokens_per_j", 4),
-    ("Time to first token (ms)", "ttft_s", 3), ("Roofline fraction (%)", "roofline_fraction", 3),
-    ("Contended", "contended", None), ("Source", "source", None))
-_SCALE = {"j_per_output_token": 1e3, "ttft_s": 1e3, "roofline_fraction": 100.0}
+    ("Run", lambda r: r.get("run_id"), None),
+    ("Device", _device, None),
+    ("Model", lambda r: r.get("model"), None),
+    ("dtype", lambda r: r.get("dtype"), None),
+    ("Batch", lambda r: _int_text(_v(r, "batch_size")), lambda r: _v(r, "batch_size")),
+    ("Input / output tokens", lambda r: f"{_int_text(_v(r, 'input_len')) or '—'} / "
+     f"{_int_text(_v(r, 'output_len')) or '—'}", None),
+    ("Status", lambda r: r.get("status"), None),
+    ("Energy (method, scope)", lambda r: f"{r.get('energy_method')}, {r.get('scope')}", None),
+    ("Output tokens/J", None, lambda r: _v(r, "output_tokens_per_j")),
+    ("Interval (tokens/J)", lambda r: f"{fmt(_v(r, 'output_tokens_per_j_ci95_low'))} – "
+     f"{fmt(_v(r, 'output_tokens_per_j_ci95_high'))}"
+     if _v(r, "output_tokens_per_j_ci95_low") is not None else "—",
+     lambda r: _v(r, "output_tokens_per_j_ci95_low")),
+    ("Output tokens/s", None, lambda r: _v(r, "output_tokens_per_s")),
+    ("Mean power (W)", None, lambda r: _v(r, "mean_power_w")),
+    ("Energy per output token (mJ)", None, lambda r: _v(r, "j_per_output_token", 1e3)),
+    ("Tokens/J above idle", None, lambda r: _v(r, "incremental_output_tokens_per_j")),
+    ("Time to first token (ms)", None, lambda r: _v(r, "ttft_s", 1e3)),
+    ("Roofline fraction (%)", None, lambda r: _v(r, "roofline_fraction", 100.0)),
+    ("Contended", lambda r: {True: "yes", False: "no"}.get(r.get("contended"), "—"), None),
+    ("Source", lambda r: r.get("source") if r.get("source") == "joulebench"
+     else f"{r.get('source')} (published)", None))
 
 
 def cells_table(df) -> str:
     """Every cell, one row each, formatted with units in the headers, sortable."""
-    cols = [c for c in CELL_COLUMNS if c[1] != "run_id" or df["run_id"].nunique() > 1]
-    parts = ["<div class='wide'><table id='cells' class='sortable'><thead><tr>"
+    drop = set()
+    if df["run_id"].nunique() <= 1:
+        drop.add("Run")
+    if (df["source"] == "joulebench").all():
+        drop.add("Source")
+    cols = [c for c in CELL_COLUMNS if c[0] not in drop]
+    parts = ["<div class='wide'><table id='cells' class='sortable small'><thead><tr>"
              + "".join(f"<th>{esc(h)}</th>" for h, _, _ in cols) + "</tr></thead><tbody>"]
     for r in df.to_dict("records"):
         cls = " class='est'" if r.get("energy_method") == "estimate" else (
             " class='ref'" if r.get("source") != "joulebench" else "")
         tds = []
-        for _, key, digits in cols:
-            v = r.get(key)
-            if digits is None:
-                if key == "contended":
-                    v = {True: "yes", False: "no"}.get(v, "—") if v == v else "—"
-                elif key == "source" and v != "joulebench":
-                    v = f"{v} (published)"
-                tds.append(f"<td>{esc(v)}</td>")
+        for _, text, value in cols:
+            if text is None:
+                tds.append(num_td(value(r), 4))
+            elif value is not None:
+                tds.append(num_td(value(r), 4, text=text(r)))
             else:
-                try:
-                    x = float(v) * _SCALE.get(key, 1.0)
-                except (TypeError, ValueError):
-                    x = None
-                tds.append(num_td(x, digits) if digits else num_td(
-                    x, 6, text=str(int(x)) if x is not None and math.isfinite(x) else None))
+                tds.append(f"<td>{esc(text(r))}</td>")
         parts.append(f"<tr{cls}>{''.join(tds)}</tr>")
     parts.append("</tbody></table></div>")
     return "".join(parts)
