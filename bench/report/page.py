@@ -213,7 +213,7 @@ def summary_table(rows: list[dict], scenario: str) -> str:
         tds = ([f"<td>{esc(r['run'])}</td>"] if multi else []) + [
             f"<td>{esc(r['device'])}</td>", f"<td>{esc(r['model'])}</td>",
             f"<td>{esc(r['dtype'])}</td>", f"<td>{esc(r['lengths'])}</td>",
-            num_td(r["tokens_per_j"], 4), num_td(r["batch_size"]),
+            num_td(r["tokens_per_j"], 4), num_td(r["batch_size"], 6, str(r["batch_size"])),
             num_td(r["tokens_per_s"], 4), num_td(r["rmb_per_kwh"], 3),
             num_td(r["rmb_per_kwh_gpu"], 3),
             f"<td>{esc(r['method'])}{' (not measured)' if r['method'] == 'estimate' else ''}"

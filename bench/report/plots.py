@@ -295,7 +295,8 @@ def plot_power_timeline(docs: list[dict], run_dirs: list[Path], out: Path) -> Pl
         from bench.results.validate import _safe_member
 
         t = pq.read_table(_safe_member(Path(rd), tr["file"])).to_pandas()
-        c = max(gpu_cells, key=lambda x: x["batch_size"])
+        # the largest batch, on the lowest-numbered GPU (drawn in that GPU's colour elsewhere)
+        c = max(gpu_cells, key=lambda x: (x["batch_size"], -int(x["device"][3:])))
         r = c["repeats"][0]
         idx = int(c["device"][3:])
         s = t[(t["device_index"] == idx) & (t["t_ns"] >= r["t0_ns"]) &
@@ -320,7 +321,7 @@ def plot_power_timeline(docs: list[dict], run_dirs: list[Path], out: Path) -> Pl
         ax.legend(fontsize=7)
     path = _save(fig, out / "power_timeline.png")
     return Plot("power_timeline", path, "Power during one measured window",
-                "The sampled power of one GPU over the first window of its largest batch: "
+                "The sampled power of one GPU over the first window of the largest batch: "
                 "green lines are the starts of generate calls, orange dashes the first "
                 "token (prefill ends there, decode follows); the energy is the area under it.",
                 names)
