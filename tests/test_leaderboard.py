@@ -73,6 +73,9 @@ def site(subs):
     table = subs["base"] / "published.csv"
     pd.DataFrame([row]).to_csv(table, index=False)
     out = subs["base"] / "site"
+    stale = out / "systems" / "gone__old"  # a page from an earlier build: must not survive
+    stale.mkdir(parents=True)
+    (stale / "report.html").write_text("old")
     assert main(["leaderboard", str(subs["dest"]), "--out", str(out), "--with",
                  str(table)]) == 0
     return out

@@ -170,8 +170,13 @@ def test_report_bad_input_is_one_line_exit_2(cpu_run, tmp_path, capsys):
     assert main(["report", str(cpu_run), "--out", str(afile / "sub")]) == 2
     assert main(["report", str(cpu_run), "--with", str(tmp_path / "no.csv"), "--out",
                  str(tmp_path / "r")]) == 2
+    bad = json.loads((cpu_run / "result.json").read_text())
+    bad["provenance"] = ["not", "an", "object"]
+    (tmp_path / "bad").mkdir()
+    (tmp_path / "bad" / "result.json").write_text(json.dumps(bad))
+    assert main(["report", str(tmp_path / "bad"), "--out", str(tmp_path / "rb")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 4 and all(e.startswith("bench report: error: ") for e in err)
+    assert len(err) == 5 and all(e.startswith("bench report: error: ") for e in err)
     assert not (tmp_path / "r" / "tokens_per_j_vs_batch.png").exists()  # checked first
 
 

@@ -118,4 +118,10 @@ def make_report(paths, out_dir: Path | str, scenario: str = "china-grid-referenc
     out = check_out_dir(out_dir)
     econ.load(scenario)  # a bad scenario name stops here, before any plot
     files, docs, dirs = load_runs(paths)
-    return render_report(files, docs, dirs, out, scenario, extra_tables)
+    try:
+        return render_report(files, docs, dirs, out, scenario, extra_tables)
+    except (KeyError, TypeError, AttributeError, ValueError) as exc:
+        # the documents are read, not validated: a malformed one ends here, in one line
+        raise BenchError(f"cannot report on these documents ({exc.__class__.__name__}: "
+                         f"{str(exc)[:120]}); bench validate says which rule they fail") \
+            from None

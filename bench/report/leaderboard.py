@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -181,6 +182,7 @@ def system_curves(df) -> list[dict]:
             "engine": ", ".join(sorted(set(map(str, g["engine"])))),
             "dtype": ", ".join(sorted(set(map(str, g["dtype"])))),
             "estimate": bool((g["energy_method"] == "estimate").any()),
+            "contended": bool((g["contended"] == True).any()),  # noqa: E712 (None: unknown)
             "method": ", ".join(sorted(set(map(str, g["energy_method"])))),
             "scope": ", ".join(sorted(set(map(str, g["scope"]))))})
     return out
@@ -300,6 +302,8 @@ def _ranking_table(key, ranked, ref, subs_by_slug) -> str:
         fps = sorted({s.key_fingerprint or "unsigned" for s in subs_by_slug[r["slug"]]})
         cls = "est" if r["estimate"] else ""
         energy = f"{r['method']}, {r['scope']}" + (" (not measured)" if r["estimate"] else "")
+        if r["contended"]:
+            energy += "; another process shared a GPU"
         rows.append(
             f"<tr class='{cls} ranked' data-model='{P.esc(key[0])}' "
             f"data-engine='{P.esc(r['engine'])}' data-gpu='{P.esc(r['gpu_names'])}'>"
@@ -405,16 +409,22 @@ def build_site(submissions_dir: Path | str, out_dir: Path | str,
             raise BenchError(f"{t}: no such table file")
     econ.load(scenario)
     check_out_dir(out)
-    (out / "systems").mkdir(exist_ok=True)
-    check_out_dir(out / "plots")
+    systems, plot_dir = check_out_dir(out / "systems"), check_out_dir(out / "plots")
 
     subs = find_submissions(root)
     by_slug: dict = {}
     for s in subs:
         if s.ok:
             by_slug.setdefault(s.slug, []).append(s)
+    # a page left by an earlier build must not outlive its system's validity
+    for old in systems.iterdir():
+        if old.name not in by_slug and old.is_dir() and not old.is_symlink() and \
+                (old / "report.html").is_file():
+            shutil.rmtree(old)
+    for old in plot_dir.glob("*.png"):
+        old.unlink()
     for slug, group in by_slug.items():
-        sys_out = check_out_dir(out / "systems" / slug)
+        sys_out = check_out_dir(systems / slug)
         render_report([s.path / "result.json" for s in group], [s.doc for s in group],
                       [s.path for s in group], sys_out, scenario, extra_tables,
                       title=f"{group[0].vendor} / {group[0].system}",
@@ -432,7 +442,7 @@ def build_site(submissions_dir: Path | str, out_dir: Path | str,
         body.append(_filters(curves))
     for key, ranked in ranking.items():
         ref = _references(extra_tables, key[0])
-        figs = _group_plots(key, curves, ranked, ref, out / "plots", scenario)
+        figs = _group_plots(key, curves, ranked, ref, plot_dir, scenario)
         body.append(f"<section class='group' data-model='{P.esc(key[0])}'>"
                     f"<h2>{P.esc(key[0])} — {key[1]} input / {key[2]} output tokens</h2>"
                     "<p class='how'>Ranked by output tokens per joule at each system's best "

@@ -276,23 +276,36 @@ def _ci_level(doc: dict, c: dict) -> float:
     return 0.95
 
 
+def _edge_bound(obj: dict, energy_j) -> float | None:
+    """An edge bound stated in obj, relative to the window's energy (None if none)."""
+    for k, v in obj.items():
+        if not str(k).startswith("edge_bound") or isinstance(v, bool) or \
+                not isinstance(v, int | float):
+            continue
+        if k.endswith("_j"):
+            if isinstance(energy_j, int | float) and energy_j > 0:
+                return v / energy_j
+        elif k.endswith(("_fraction", "_rel", "_ratio")):
+            return float(v)
+    return None
+
+
 def _edge_bounds(c: dict) -> list[float]:
-    """Relative edge bounds (bound / energy) found anywhere in a cell's repeats."""
+    """Relative edge bounds (bound / energy) stated anywhere in a cell's repeats: on the
+    repeat, its readings or their sample statistics (edge_bound_j, edge_bound_fraction)."""
     out = []
     for r in c.get("repeats", []):
-        for rd in r.get("readings", []) if isinstance(r, dict) else []:
-            if not isinstance(rd, dict):
-                continue
-            for src in (rd, rd.get("stats") or {}):
-                b = src.get("edge_bound_j") if isinstance(src, dict) else None
-                e = rd.get("energy_j")
-                if isinstance(b, int | float) and isinstance(e, int | float) and e > 0:
-                    out.append(b / e)
-        b = r.get("edge_bound_j") if isinstance(r, dict) else None
-        e = ((r.get("energy") or {}).get(c.get("scope")) or {}).get("energy_j") \
-            if isinstance(r, dict) else None
-        if isinstance(b, int | float) and isinstance(e, int | float) and e > 0:
-            out.append(b / e)
+        if not isinstance(r, dict):
+            continue
+        e = ((r.get("energy") or {}).get(c.get("scope")) or {}).get("energy_j")
+        places = [(r, e)]
+        for rd in r.get("readings", []):
+            if isinstance(rd, dict):
+                places += [(rd, rd.get("energy_j")), (rd.get("stats") or {}, rd.get("energy_j"))]
+        for obj, energy in places:
+            b = _edge_bound(obj, energy) if isinstance(obj, dict) else None
+            if b is not None:
+                out.append(b)
     return out
 
 

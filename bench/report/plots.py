@@ -142,8 +142,7 @@ def plot_tokens_per_j(df, out: Path) -> Plot:
     ax.set_xlabel("batch size (sequences per call)")
     ax.set_ylabel("output tokens per joule")
     ax.grid(True, alpha=0.3)
-    if names:
-        ax.legend(fontsize=7)
+    _legend_or_say(ax, names, "no cell finished with a measured tokens/J")
     path = _save(fig, out / "tokens_per_j_vs_batch.png")
     return Plot("tokens_per_j_vs_batch", path, "Energy efficiency against batch size",
                 "Higher is better: each line is one GPU running one model, the shaded band "
@@ -187,7 +186,7 @@ def plot_pareto(df, out: Path) -> Plot:
     ax.set_xlabel("output tokens per second per user (per sequence)")
     ax.set_ylabel("output tokens per joule")
     ax.grid(True, alpha=0.3)
-    ax.legend(fontsize=7)
+    _legend_or_say(ax, names, "no cell finished with a measured tokens/J")
     path = _save(fig, out / "pareto.png")
     return Plot("pareto", path, "Energy efficiency against speed per user",
                 "Up is cheaper energy per token, right is faster for each user; points on the "
@@ -325,6 +324,14 @@ def plot_power_timeline(docs: list[dict], run_dirs: list[Path], out: Path) -> Pl
                 "green lines are the starts of generate calls, orange dashes the first "
                 "token (prefill ends there, decode follows); the energy is the area under it.",
                 names)
+
+
+def _legend_or_say(ax, names: list, empty: str) -> None:
+    """A legend where something was drawn, else the reason written across the axes."""
+    if names:
+        ax.legend(fontsize=7)
+    else:
+        ax.text(0.5, 0.5, empty, ha="center", va="center", transform=ax.transAxes)
 
 
 def _save(fig, path: Path) -> Path:
