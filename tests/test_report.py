@@ -30,12 +30,12 @@ def cpu_run(tmp_path_factory):
     return out
 
 
-def two_gpu_document(cpu_run: Path, out: Path) -> dict:
-    """The CPU run hand-edited into two GPUs of the same name, gpu1 at 0.8x the tokens/J
-    (for rendering only: it does not validate)."""
+def gpu_document(cpu_run: Path, out: Path, scales=(1.0, 0.8)) -> dict:
+    """The CPU run hand-edited into GPUs of the same name, gpu<i> at scales[i] x the
+    tokens/J (for rendering only: it does not validate)."""
     doc = json.loads((cpu_run / "result.json").read_text())
     cells = []
-    for idx, scale in ((0, 1.0), (1, 0.8)):
+    for idx, scale in enumerate(scales):
         for c in copy.deepcopy(doc["cells"]):
             c.update(device=f"gpu{idx}", device_name="NVIDIA H200", scope="gpu",
                      energy_method="counter", contended=idx == 1,
@@ -53,8 +53,8 @@ def two_gpu_document(cpu_run: Path, out: Path) -> dict:
             cells.append(c)
     doc["cells"] = cells
     doc["devices"] = [{"kind": "cuda", "index": i, "name": "NVIDIA H200", "uuid": f"GPU-{i}",
-                       "power_limit_w": 700.0} for i in (0, 1)]
-    doc["idle"] = [{"device": f"gpu{i}", "power_w": 70.0} for i in (0, 1)]
+                       "power_limit_w": 700.0} for i in range(len(scales))]
+    doc["idle"] = [{"device": f"gpu{i}", "power_w": 70.0} for i in range(len(scales))]
     out.mkdir(parents=True)
     (out / "result.json").write_text(json.dumps(doc))
     return doc
@@ -195,7 +195,7 @@ def test_two_gpu_report_shows_each_gpu_and_the_documents_figures(cpu_run, tmp_pa
     from bench import econ
     from bench.report import make_report
 
-    doc = two_gpu_document(cpu_run, tmp_path / "two")
+    doc = gpu_document(cpu_run, tmp_path / "two")
     doc["cells"][0]["uncertainty"]["ci_level"] = 0.9  # a document that states its level
     (tmp_path / "two" / "result.json").write_text(json.dumps(doc))
     page = make_report([tmp_path / "two"], tmp_path / "rep")
@@ -247,6 +247,23 @@ def test_two_gpu_report_shows_each_gpu_and_the_documents_figures(cpu_run, tmp_pa
     # the cells table has units in its headers and one row per cell
     cells = tables_of(dom)["cells"]
     assert "Mean power (W)" in [t for t, _ in cells[0]] and len(cells) == 1 + len(doc["cells"])
+
+
+def test_many_gpus_of_one_name_are_a_median_and_a_band(cpu_run, tmp_path):
+    from bench.report import make_report
+
+    gpu_document(cpu_run, tmp_path / "six", scales=(1.0, 0.95, 0.9, 0.85, 0.8, 0.75))
+    html = make_report([tmp_path / "six"], tmp_path / "rep").read_text()
+    lines = re.findall(r"<p class='lines'>Lines: ([^<]*)</p>", html)
+    band = "median of 6 × NVIDIA H200 · tiny-llama (band: lowest to highest GPU)"
+    assert lines[0] == band  # tokens/J
+    assert band in lines  # and the roofline
+    # (1.0 - 0.75) / median(0.875) at every batch
+    assert "6 GPUs named NVIDIA H200 on tiny-llama differ by up to 28.6%" in html
+    img = png_pixels(tmp_path / "rep" / "tokens_per_j_vs_batch.png")
+    assert colour_pixels(img, TAB10_BLUE) > 200 and colour_pixels(img, TAB10_ORANGE) == 0
+    rows = tables_of(html)["summary"][1:]
+    assert len(rows) == 6  # the summary still gives every GPU
 
 
 def test_report_opens_in_headless_chromium(cpu_run, tmp_path):

@@ -74,7 +74,7 @@ def render_report(files, docs, dirs, out: Path, scenario: str, extra_tables=(),
     df = load_table([*files, *extra_tables])
     figs = [plots.plot_tokens_per_j(df, out), plots.plot_power_timeline(docs, dirs, out),
             plots.plot_pareto(df, out), plots.plot_rmb_per_kwh(df, out, scenario),
-            plots.plot_roofline(docs, out)]
+            plots.plot_roofline(df, out)]
     est = bool((df[df["source"] == "joulebench"]["energy_method"] == "estimate").any())
     body = []
     if back_link:

@@ -86,6 +86,48 @@ def _style(i: int, est: bool) -> dict:
             "marker": MARKERS[(i // len(COLOURS)) % len(MARKERS)]}
 
 
+MAX_GPU_LINES = 4  # more GPUs of one name than this: a median line and a band, not N lines
+FAMILY = ["device_name", "model", "input_len", "output_len", "run_id"]
+
+
+def draw_gpu_lines(ax, ours, ycol: str, lo_col: str | None = None,
+                   hi_col: str | None = None) -> list[str]:
+    """Draw ``ycol`` against batch size: a line per GPU (band: lo..hi where given), or,
+    for more than MAX_GPU_LINES GPUs of one name, model and lengths, their median with a
+    band from the lowest to the highest GPU. Returns the legend names in order."""
+    names, i = [], 0
+    if not len(ours):
+        return names
+    for _, fam in ours.groupby(FAMILY, sort=True, dropna=False):
+        est = bool((fam["energy_method"] == "estimate").any())
+        gpus = fam["device"].nunique()
+        if gpus > MAX_GPU_LINES:
+            per_b = fam.groupby("batch_size")[ycol].agg(["median", "min", "max"]).sort_index()
+            first = fam.iloc[0]
+            name = (f"median of {gpus} × {first['device_name']} · {first['model']} "
+                    "(band: lowest to highest GPU)") + (" (estimate)" if est else "")
+            st = _style(i, est)
+            x = per_b.index.astype(float)
+            ax.plot(x, per_b["median"].astype(float), label=name, **st)
+            ax.fill_between(x, per_b["min"].astype(float), per_b["max"].astype(float),
+                            color=st["color"], alpha=0.2, lw=0)
+            names.append(name)
+            i += 1
+            continue
+        for label, g in fam.groupby("series", sort=True):
+            g = g.sort_values("batch_size")
+            x = g["batch_size"].astype(float)
+            name = label + (" (estimate)" if est else "")
+            st = _style(i, est)
+            ax.plot(x, g[ycol].astype(float), label=name, **st)
+            if lo_col and g[lo_col].notna().any():
+                ax.fill_between(x, g[lo_col].astype(float), g[hi_col].astype(float),
+                                color=st["color"], alpha=0.15, lw=0)
+            names.append(name)
+            i += 1
+    return names
+
+
 def gpu_spread(ours) -> list[str]:
     """Sentences on the spread between GPUs of the same name, model and lengths.
 
@@ -108,7 +150,9 @@ def gpu_spread(ours) -> list[str]:
         if at is not None:
             out.append(f"{devs} GPUs named {key[0]} on {key[1]} differ by up to "
                        f"{worst:.1%} in tokens/J (at batch {at}; spread = (max − min) / "
-                       f"median across GPUs). Each GPU is drawn as its own line.")
+                       f"median across GPUs). " + (
+                           "Each GPU is drawn as its own line." if devs <= MAX_GPU_LINES else
+                           "The plot draws their median with a band from lowest to highest."))
     return out
 
 
@@ -118,20 +162,8 @@ def plot_tokens_per_j(df, out: Path) -> Plot:
     plt = _plt()
     ours = _ours(df)
     fig, ax = plt.subplots(figsize=SIZE_IN, dpi=DPI)
-    names = []
-    for i, (label, g) in enumerate(ours.groupby("series", sort=True)):
-        g = g.sort_values("batch_size")
-        x = g["batch_size"].astype(float)
-        y = g["output_tokens_per_j"].astype(float)
-        est = bool((g["energy_method"] == "estimate").any())
-        name = label + (" (estimate)" if est else "")
-        st = _style(i, est)
-        ax.plot(x, y, label=name, **st)
-        lo = g["output_tokens_per_j_ci95_low"].astype(float)
-        hi = g["output_tokens_per_j_ci95_high"].astype(float)
-        if lo.notna().any():
-            ax.fill_between(x, lo, hi, color=st["color"], alpha=0.15, lw=0)
-        names.append(name)
+    names = draw_gpu_lines(ax, ours, "output_tokens_per_j", "output_tokens_per_j_ci95_low",
+                           "output_tokens_per_j_ci95_high")
     pub = _published(df, ours["model"].unique())
     for (dev, model, src), g in pub.groupby(["device_name", "model", "source"]):
         name = f"reference: {dev} {model} ({src.removeprefix('external:')}, published)"
@@ -145,9 +177,11 @@ def plot_tokens_per_j(df, out: Path) -> Plot:
     _legend_or_say(ax, names, "no cell finished with a measured tokens/J")
     path = _save(fig, out / "tokens_per_j_vs_batch.png")
     return Plot("tokens_per_j_vs_batch", path, "Energy efficiency against batch size",
-                "Higher is better: each line is one GPU running one model, the shaded band "
-                "is the interval over repeats (see Methods for its real coverage), dashed "
-                "lines are estimated energy and grey crosses are published reference points.",
+                "Higher is better: each line is one GPU running one model (with more than "
+                f"{MAX_GPU_LINES} GPUs of one name: their median, the band spanning them), the "
+                "shaded band is the interval over repeats (see Methods for its real coverage), "
+                "dashed lines are estimated energy and grey crosses are published reference "
+                "points.",
                 names, gpu_spread(ours))
 
 
@@ -241,35 +275,18 @@ def plot_rmb_per_kwh(df, out: Path, scenario: str) -> Plot:
                 list(best["series"]))
 
 
-def plot_roofline(docs: list[dict], out: Path) -> Plot:
+def plot_roofline(df, out: Path) -> Plot:
     """Fraction of the energy roofline each cell reached, by batch, a line per GPU/model."""
     plt = _plt()
     fig, ax = plt.subplots(figsize=SIZE_IN, dpi=DPI)
-    series: dict = {}
-    multi = len(docs) > 1
-    for d in docs:
-        for c in d.get("cells", []):
-            rf = c.get("roofline") or {}
-            if c.get("status") == "ok" and rf.get("fraction") is not None:
-                row = {"device": c.get("device"), "device_name": c.get("device_name"),
-                       "model": c.get("model"), "run_id": d.get("run_id")}
-                key = (series_label(row, multi), c.get("energy_method") == "estimate")
-                series.setdefault(key, []).append((c["batch_size"], rf["fraction"]))
-    names = []
-    for i, ((label, est), pts) in enumerate(sorted(series.items())):
-        pts.sort()
-        name = label + (" (estimate)" if est else "")
-        ax.plot([p[0] for p in pts], [p[1] for p in pts], label=name, **_style(i, est))
-        names.append(name)
-    if not series:
-        ax.text(0.5, 0.5, "no cell on a device of the table", ha="center",
-                transform=ax.transAxes)
+    ours = _ours(df)
+    ours = ours[ours["roofline_fraction"].notna()]
+    names = draw_gpu_lines(ax, ours, "roofline_fraction")
     ax.set_xscale("log", base=2)
     ax.set_xlabel("batch size (sequences per call)")
     ax.set_ylabel("fraction of the energy roofline at TDP")
     ax.grid(True, alpha=0.3)
-    if series:
-        ax.legend(fontsize=7)
+    _legend_or_say(ax, names, "no cell on a device of the table (no roofline)")
     path = _save(fig, out / "roofline.png")
     return Plot("roofline", path, "How close each GPU came to its energy ceiling",
                 "1.0 would be the tokens/J the device could reach at its TDP if it ran at its "
