@@ -258,6 +258,22 @@ def build_parser() -> argparse.ArgumentParser:
                     help="a table file (e.g. bench import output) drawn as published points")
     rp.set_defaults(func=cmd_report)
 
+    lb = sub.add_parser("leaderboard", help="a static site comparing vendor submissions",
+                        description="Check every submission under SUBMISSIONS_DIR/<vendor>/"
+                        "<system>/<run>/ (bench validate's rules, the signature's key "
+                        "fingerprint), write a report per system and an index ranking systems "
+                        "on the same model and lengths; failing submissions are listed with "
+                        "their rule and reason, never ranked.")
+    lb.add_argument("submissions", metavar="SUBMISSIONS_DIR",
+                    help="folder of submissions (as bench submit writes them)")
+    lb.add_argument("--out", required=True, metavar="SITE_DIR",
+                    help="output folder for index.html and the system pages")
+    lb.add_argument("--scenario", default="china-grid-reference",
+                    help="economics scenario for RMB per kWh")
+    lb.add_argument("--with", dest="extra", action="append", default=[], metavar="TABLE",
+                    help="a table file (e.g. bench import output) shown as reference points")
+    lb.set_defaults(func=cmd_leaderboard)
+
     ls = sub.add_parser("list", help="list built-in models or the devices of this machine",
                         description="List built-in models (with parameter counts) or "
                         "the devices a run can use.")
@@ -617,6 +633,20 @@ def cmd_report(args: argparse.Namespace) -> int:
 
     page = make_report(args.paths, args.out, args.scenario, args.extra)
     print(f"report: {page}")
+    return 0
+
+
+def cmd_leaderboard(args: argparse.Namespace) -> int:
+    """``bench leaderboard``: the static site over submissions."""
+    from bench.report.leaderboard import build_site
+
+    index, subs = build_site(args.submissions, args.out, args.scenario, args.extra)
+    ok = sum(s.ok for s in subs)
+    print(f"leaderboard: {index} ({ok} valid and ranked, {len(subs) - ok} failing)")
+    for s in subs:
+        if not s.ok:
+            f = s.failing[0]
+            print(f"  FAIL {s.vendor}/{s.system}/{s.run}: {f.rule}: {f.reason}")
     return 0
 
 
