@@ -230,12 +230,12 @@ def summary_table(rows: list[dict], scenario: str) -> str:
 
 
 def _repeat_tpj(c: dict) -> list[float]:
-    from bench.results import schema
+    from bench.results import figures
 
     vals = []
     for r in c.get("repeats", []):
         try:
-            v = schema.repeat_figures(r, c["scope"])["output_tokens_per_j"]
+            v = figures.repeat_figures(r, c["scope"])["output_tokens_per_j"]
         except (KeyError, TypeError, ValueError, ZeroDivisionError):
             return []
         if v is None:
