@@ -48,6 +48,9 @@ DEVICE_DEFAULTS: dict[str, DeviceDefaults] = {
 
 _INT_LISTS = ("batch_sizes", "input_lens", "output_lens")
 
+# What can generate the tokens: the Hugging Face reference path.
+ENGINES = ("hf",)
+
 
 @dataclass(frozen=True)
 class SweepConfig:
@@ -65,6 +68,7 @@ class SweepConfig:
         phases: measure the prefill-only window (subtraction-method phases).
         compile: on GPUs, a static cache and torch.compile.
         idle_s: idle-baseline window per GPU before its cells, s.
+        engine: what generates the tokens (see :data:`ENGINES`); part of every cell's key.
     """
 
     models: tuple[str, ...] = ("tiny-llama",)
@@ -80,6 +84,7 @@ class SweepConfig:
     phases: bool = True
     compile: bool = True
     idle_s: float = 3.0
+    engine: str = "hf"
 
     def __post_init__(self) -> None:
         _check_types(self)
@@ -97,6 +102,8 @@ class SweepConfig:
             raise BenchError("the idle window must be positive")
         if self.min_window_s is not None and not self.min_window_s > 0:
             raise BenchError("the minimum window must be positive")
+        if self.engine not in ENGINES:
+            raise BenchError(f"unknown engine {self.engine!r}; use one of {', '.join(ENGINES)}")
         if self.dtype is not None and self.dtype not in DTYPES:
             raise BenchError(f"unknown dtype {self.dtype!r}; use one of {', '.join(DTYPES)}")
 
@@ -154,7 +161,7 @@ _TYPES: dict[str, tuple[type, ...]] = {
     "repeats": (int,), "warmup": (int, type(None)), "seed": (int,),
     "min_window_s": (int, float, type(None)), "idle_s": (int, float),
     "cpu_w_per_logical_cpu": (int, float, type(None)), "phases": (bool,), "compile": (bool,),
-    "dtype": (str, type(None)),
+    "dtype": (str, type(None)), "engine": (str,),
 }
 
 
@@ -175,7 +182,7 @@ def _check_types(config: SweepConfig) -> None:
 
 @dataclass(frozen=True)
 class Cell:
-    """One (device, model, dtype, batch size, input length, output length)."""
+    """One (device, engine, model, dtype, batch size, input length, output length)."""
 
     device: Device
     model: str
@@ -183,6 +190,7 @@ class Cell:
     batch_size: int
     input_len: int
     output_len: int
+    engine: str = "hf"
 
     def with_device(self, device: Device) -> Cell:
         """The same cell on another Device object (a worker's view of its GPU)."""
@@ -190,8 +198,10 @@ class Cell:
 
     @property
     def cell_id(self) -> str:
-        return (f"{self.device.label}/{self.model}/{self.dtype}/b{self.batch_size}"
+        """``gpu0/model/dtype/b8/i512/o256``, with ``/engine`` after it for engines but hf."""
+        base = (f"{self.device.label}/{self.model}/{self.dtype}/b{self.batch_size}"
                 f"/i{self.input_len}/o{self.output_len}")
+        return base if self.engine == "hf" else f"{base}/{self.engine}"
 
 
 def load_config_file(path: str) -> dict[str, Any]:
@@ -237,5 +247,5 @@ def plan(config: SweepConfig, devices: list[Device]) -> list[Cell]:
             for i in config.input_lens:
                 for o in config.output_lens:
                     for b in sorted(config.batch_sizes):
-                        cells.append(Cell(dev, m, dtype, b, i, o))
+                        cells.append(Cell(dev, m, dtype, b, i, o, config.engine))
     return cells

@@ -222,7 +222,8 @@ def run_device(device: Device, todo: list[Cell], config: SweepConfig,
                 before = other_processes(device, ours)
                 raw = _run_one(cell, wl, spec, meter, config, absent, idle_w, sampler, emit)
                 others = sorted(set(before) | set(other_processes(device, ours)))
-                raw = replace(raw, contended=bool(others), other_pids=others, pid=os.getpid())
+                raw = replace(raw, contended=bool(others), other_pids=others, pid=os.getpid(),
+                              engine=wl.describe())
                 if raw.status == "oom":
                     oom_at[group] = cell.batch_size
             rec = figures.cell_record(raw)

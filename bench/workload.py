@@ -63,6 +63,11 @@ class Workload(Protocol):
         """
         ...
 
+    def describe(self) -> dict[str, Any]:
+        """What ran, recorded with every cell: ``name`` (the engine), its version and the
+        settings that change the figures."""
+        ...
+
     def close(self) -> None:
         """Release the model and the engine's memory."""
 
@@ -192,6 +197,16 @@ class HfWorkload:
 
     def call(self, shape: Shape) -> CallResult:
         return generate_exact(self.model, self._ids(shape), shape.output_len)
+
+    def describe(self) -> dict[str, Any]:
+        from importlib import metadata
+
+        compiled = self.torch_device.startswith("cuda") and self.compile
+        cfg = getattr(self.model, "config", None)
+        return {"name": self.engine, "version": metadata.version("transformers"),
+                "torch": metadata.version("torch"), "compiled": compiled,
+                "cache": "static" if compiled else "dynamic",
+                "attention": getattr(cfg, "_attn_implementation", None)}
 
     def close(self) -> None:
         self.model = None

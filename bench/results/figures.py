@@ -189,6 +189,8 @@ class CellRaw:
             where it was not asked (a skipped cell).
         other_pids: those processes.
         pid: the measuring process.
+        engine: what ran (the workload's ``describe()``: engine name, version and the
+            settings that change the figures), or None.
     """
 
     cell: Cell
@@ -202,6 +204,7 @@ class CellRaw:
     contended: bool | None = None
     other_pids: list[int] | None = None
     pid: int | None = None
+    engine: dict | None = None
 
 
 def cell_record(raw: CellRaw) -> dict:
@@ -238,6 +241,8 @@ def cell_record(raw: CellRaw) -> dict:
         rec["other_pids"] = list(raw.other_pids or [])
     if raw.pid is not None:
         rec["pid"] = raw.pid
+    if raw.engine is not None:
+        rec["engine"] = raw.engine
     return rec
 
 
