@@ -472,15 +472,10 @@ def cmd_submit(args: argparse.Namespace) -> int:
 def cmd_compare(args: argparse.Namespace) -> int:
     """``bench compare A B``: per-cell changes; exit 1 past a --fail threshold."""
     from bench.results import compare as C
-    from bench.results.validate import Invalid, load_document
+    from bench.results.load import load_document
 
     thresholds = [C.parse_threshold(t) for t in args.fail]
-    docs = []
-    for p in (args.a, args.b):
-        try:
-            docs.append(load_document(p)[0])
-        except Invalid as exc:
-            raise BenchError(str(exc)) from None
+    docs = [load_document(p)[0] for p in (args.a, args.b)]  # load.Invalid is a BenchError
     rows, warnings, failures = C.compare(docs[0], docs[1], thresholds)
     for w in warnings:
         sys.stderr.write(f"bench compare: warning: {w}\n")

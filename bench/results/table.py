@@ -11,7 +11,7 @@ import math
 from pathlib import Path
 
 from bench.errors import BenchError
-from bench.results import schema
+from bench.results import io, load, schema
 
 TABLE_SCHEMA_VERSION = 1
 
@@ -113,6 +113,13 @@ def rows_from_document(doc: dict, origin: str = "") -> list[dict]:
 
 
 def _result_files(path: Path) -> list[Path]:
+    """The result.json files a path names: itself, its run, or every run below a folder.
+
+    A folder without any is an empty table (a fresh ``results/``), not an error.
+
+    Raises:
+        BenchError: no such file or directory.
+    """
     if path.is_file():
         return [path]
     if path.is_dir():
@@ -121,17 +128,6 @@ def _result_files(path: Path) -> list[Path]:
             return [direct]
         return sorted(p for p in path.rglob("result.json") if p.is_file())
     raise BenchError(f"{path}: no such file or directory")
-
-
-def _read_json(path: Path) -> dict:
-    from bench.results.validate import Invalid, load_document
-
-    try:
-        return load_document(path)[0]  # the same safe loader as bench validate
-    except Invalid as exc:
-        raise BenchError(str(exc)) from None
-    except OSError as exc:
-        raise BenchError(f"{path}: cannot read ({exc.__class__.__name__})") from None
 
 
 def load_table(paths=("results",)):
@@ -150,15 +146,15 @@ def load_table(paths=("results",)):
         paths = [paths]
     frames, rows = [], []
     for p in map(Path, paths):
-        if p.is_file() and p.suffix in (".csv", ".parquet"):
-            df = pd.read_csv(p) if p.suffix == ".csv" else pd.read_parquet(p)
+        if p.is_file() and p.suffix.lower() in (".csv", ".parquet"):
+            df = load.read_table_file(p)
             missing = [c for c in COLUMN_NAMES if c not in df.columns]
             if missing:
                 raise BenchError(f"{p}: not a joulebench table (missing {missing[0]})")
             frames.append(df[list(COLUMN_NAMES)])
             continue
         for f in _result_files(p):
-            rows.extend(rows_from_document(_read_json(f), str(f)))
+            rows.extend(rows_from_document(load.load_document(f)[0], str(f)))
     frames.insert(0, pd.DataFrame(rows, columns=list(COLUMN_NAMES)))
     frames = [f for f in frames if len(f)]
     if not frames:
@@ -192,13 +188,20 @@ def format_for(out: str | None, fmt: str | None) -> str:
 
 
 def write_table(df, fmt: str, out: str | None) -> str | None:
-    """Write ``df`` to ``out`` (atomically) or return the text for stdout."""
+    """Write ``df`` to ``out`` atomically (:func:`io.atomic_path`) or return the text.
+
+    Raises:
+        BenchError: parquet without ``out``, or ``out`` cannot be written.
+    """
     if fmt == "parquet":
         if not out:
             raise BenchError("parquet needs --out FILE")
-        tmp = Path(out).with_name(f".{Path(out).name}.tmp")
-        df.to_parquet(tmp, index=False)
-        tmp.replace(out)
+        try:
+            with io.atomic_path(out) as tmp:
+                df.to_parquet(tmp, index=False)
+        except OSError as exc:
+            raise BenchError(f"cannot write {out}: "
+                             f"{exc.strerror or exc.__class__.__name__}") from None
         return None
     if fmt == "csv":
         text = df.to_csv(index=False)
@@ -209,7 +212,5 @@ def write_table(df, fmt: str, out: str | None) -> str | None:
         text = _markdown(df)
     if not out:
         return text
-    tmp = Path(out).with_name(f".{Path(out).name}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    tmp.replace(out)
+    io.write_text_atomic(out, text)
     return None
