@@ -448,9 +448,16 @@ def cmd_probe(args: argparse.Namespace) -> int:
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
-    """``bench validate``: every rule for every document; exit 1 on any failure."""
+    """``bench validate``: every rule for every document; exit 1 on any failure.
+
+    A path that names no document (missing, or a folder without result.json) is a usage
+    error (exit 2); a document that is there but cannot be loaded fails rule ``load``.
+    """
+    from bench.results.load import resolve
     from bench.results.validate import validate
 
+    for path in args.paths:
+        resolve(path)  # load.Invalid is a BenchError: one line, exit 2
     failed = False
     for path in args.paths:
         print(f"{path}:")

@@ -9,8 +9,7 @@ import pytest
 from bench import runner
 from bench.cli import main
 from bench.devices import Device
-from bench.results import schema
-from bench.results import load
+from bench.results import load, schema
 from bench.results import validate as V
 
 from .conftest import install_fake_nvml

@@ -192,11 +192,12 @@ def read_table_file(path: Path | str):
     p = Path(path)
     if not p.is_file():
         raise Invalid(f"{p}: no such file")
-    if p.stat().st_size > MAX_TABLE_BYTES:
-        raise Invalid(f"{p}: over the {MAX_TABLE_BYTES >> 20} MiB table cap")
     suffix = p.suffix.lower()
     if suffix not in (".csv", ".parquet"):
         raise Invalid(f"{p}: a table file must end in .csv or .parquet")
+    if p.stat().st_size > MAX_TABLE_BYTES:
+        raise Invalid(f"{p}: {p.stat().st_size} bytes is over the table cap "
+                      f"({MAX_TABLE_BYTES} bytes)")
     try:
         if suffix == ".csv":
             return pd.read_csv(p)

@@ -1,0 +1,150 @@
+"""Bad invocations of the results commands, as a new user types them: one line, exit 2."""
+
+import json
+import os
+import shutil
+
+import pytest
+
+from bench.cli import main
+from bench.errors import BenchError
+from bench.results import load
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory):
+    """A real (CPU) run to point commands at."""
+    out = tmp_path_factory.mktemp("bad") / "run"
+    assert main(["run", "--gpu", "none", "--batch", "1", "--input-len", "8", "--output-len",
+                 "4", "--min-window-s", "0.2", "--idle-s", "0.2", "--repeats", "2", "--quiet",
+                 "--out", str(out)]) == 0
+    return out
+
+
+@pytest.fixture
+def junk(tmp_path):
+    """Named junk files and folders in tmp_path."""
+    d = tmp_path / "junk"
+    d.mkdir()
+    (d / "random.parquet").write_bytes(os.urandom(4096))
+    (d / "random.csv").write_bytes(os.urandom(4096))
+    (d / "garbage.json").write_text('{"schema": "joulebench/result", "cells": [')
+    (d / "list.json").write_text("[1, 2, 3]")
+    (d / "empty").mkdir()
+    (d / "afile").write_text("not a folder")
+    from bench.results.table import COLUMN_NAMES
+
+    header = ",".join(COLUMN_NAMES)
+    (d / "truncated.csv").write_text(header + '\n1,joulebench,"r1,gpu0/m')
+    (d / "notatable.csv").write_text("a,b\n1,2\n")
+    return d
+
+
+def one_error_line(capsys, command: str) -> str:
+    out, err = capsys.readouterr()
+    assert "Traceback" not in out + err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, err
+    assert lines[0].startswith(f"bench {command}: error: "), lines[0]
+    return lines[0]
+
+
+def usage_error(capsys, argv) -> str:
+    assert main(argv) == 2
+    return one_error_line(capsys, argv[0])
+
+
+@pytest.mark.parametrize("argv, says", [
+    (["validate", "{j}/missing.json"], "no such file"),
+    (["validate", "{j}/empty"], "without result.json"),
+    (["compare", "{j}/missing", "{j}/missing"], "no such file"),
+    (["compare", "{j}/empty", "{j}/empty"], "without result.json"),
+    (["compare", "{j}/garbage.json", "{j}/garbage.json"], "not valid JSON"),
+    (["compare", "{j}/list.json", "{j}/list.json"], "not a JSON object"),
+    (["table", "{j}/random.parquet"], "not a readable Parquet table"),
+    (["table", "{j}/random.csv"], "random.csv"),
+    (["table", "{j}/truncated.csv"], "truncated.csv"),
+    (["table", "{j}/notatable.csv"], "not a joulebench table"),
+    (["table", "{j}/garbage.json"], "not valid JSON"),
+    (["table", "{j}/missing"], "no such file"),
+    (["table", "{j}/empty", "--format", "parquet"], "parquet needs --out"),
+    (["import", "mlenergy", "{j}/missing.json"], "missing.json"),
+    (["import", "mlenergy", "{j}/random.parquet"], "cannot read as JSON"),
+    (["import", "mlenergy", "{j}/list.json"], "not an ML.ENERGY model file"),
+    (["econ", "check-claim", "{j}/random.parquet"], "not a readable Parquet table"),
+    (["econ", "check-claim", "{j}/notatable.csv"], "not a joulebench table"),
+    (["submit", "{j}/empty", "--vendor", "a", "--system", "b"], "does not validate"),
+    (["submit", "{j}/missing", "--vendor", "a", "--system", "b"], "does not validate"),
+])
+def test_junk_gives_one_line_and_exit_2(junk, capsys, argv, says):
+    argv = [a.format(j=junk) for a in argv]
+    assert says in usage_error(capsys, argv)
+
+
+def test_validate_of_a_broken_document_fails_rule_load(junk, tmp_path, capsys):
+    run = tmp_path / "run"
+    run.mkdir()
+    shutil.copy(junk / "garbage.json", run / "result.json")
+    assert main(["validate", str(run)]) == 1
+    out, err = capsys.readouterr()
+    assert err == "" and "Traceback" not in out
+    assert [ln.strip().split(":")[0] for ln in out.splitlines()[1:]] == ["FAIL load"]
+
+
+def test_unwritable_out(run_dir, junk, tmp_path, capsys):
+    for out in (junk / "afile" / "t.csv", junk / "nofolder" / "t.parquet", junk / "empty"):
+        line = usage_error(capsys, ["table", str(run_dir), "--out", str(out)])
+        assert "cannot write" in line
+    line = usage_error(capsys, ["submit", str(run_dir), "--vendor", "a", "--system", "b",
+                                "--dest", str(junk / "afile")])
+    assert "cannot write" in line
+    assert sorted(p.name for p in junk.iterdir()) == sorted(
+        ["random.parquet", "random.csv", "garbage.json", "list.json", "empty", "afile",
+         "truncated.csv", "notatable.csv"])  # nothing half-written left behind
+    assert list((junk / "empty").iterdir()) == []
+
+
+def test_bad_key_and_names(run_dir, junk, tmp_path, capsys):
+    dest = str(tmp_path / "subs")
+    assert "private key" in usage_error(capsys, [
+        "submit", str(run_dir), "--vendor", "a", "--system", "b", "--key",
+        str(junk / "garbage.json"), "--dest", dest])
+    assert "vendor" in usage_error(capsys, [
+        "submit", str(run_dir), "--vendor", "../up", "--system", "b", "--dest", dest])
+    assert not (tmp_path / "subs").exists()
+
+
+def test_a_good_run_still_works(run_dir, tmp_path, capsys):
+    assert main(["validate", str(run_dir)]) == 0
+    assert main(["table", str(run_dir), "--out", str(tmp_path / "t.parquet")]) == 0
+    assert main(["table", str(tmp_path / "t.parquet")]) == 0
+    assert main(["compare", str(run_dir), str(run_dir)]) == 0
+    assert main(["econ", "check-claim", str(tmp_path / "t.parquet")]) == 0
+    assert "Traceback" not in "".join(capsys.readouterr())
+
+
+# -- the loader's own guarantees ---------------------------------------------------------
+
+def test_safe_member_refuses_what_leaves_the_folder(tmp_path):
+    (tmp_path / "ok.parquet").write_bytes(b"")
+    assert load.safe_member(tmp_path, "ok.parquet") == tmp_path / "ok.parquet"
+    os.symlink(tmp_path / "ok.parquet", tmp_path / "link.parquet")
+    for bad in ("../x", "/etc/passwd", "a/b", "..", ".", "", "~root", "a\\b", "x\x00y", 5,
+                None, "link.parquet"):
+        with pytest.raises(load.Invalid):
+            load.safe_member(tmp_path, bad)
+
+
+def test_caps_and_errors_are_bench_errors(tmp_path, monkeypatch):
+    (tmp_path / "result.json").write_text(json.dumps({"pad": "x" * 2000}))
+    monkeypatch.setattr(load, "MAX_DOCUMENT_BYTES", 1000)
+    with pytest.raises(BenchError, match="cap"):
+        load.load_document(tmp_path)
+    monkeypatch.setattr(load, "MAX_TABLE_BYTES", 5)
+    (tmp_path / "t.csv").write_text("a,b\n1,2\n")
+    with pytest.raises(BenchError, match="cap"):
+        load.read_table_file(tmp_path / "t.csv")
+    with pytest.raises(BenchError, match=r"\.csv or \.parquet"):
+        load.read_table_file(tmp_path / "result.json")
+    f, d = load.resolve(tmp_path)
+    assert (f, d) == (tmp_path / "result.json", tmp_path)
