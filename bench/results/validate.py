@@ -255,7 +255,8 @@ def rule_energy(doc: dict) -> list[str]:
                     errors.append(f"{w}: energy.{scope} is not an object")
                     continue
                 mine = [rd.get("energy_j") for rd in rds if rd.get("scope") == scope]
-                want = None if not mine or None in mine else math.fsum(mine)
+                want = None if not mine or None in mine else math.fsum(
+                    x for x in mine if x is not None)
                 if not _close(e.get("energy_j"), want):
                     errors.append(f"{w}: {scope} energy {e.get('energy_j')} J is not the sum "
                                   f"of its readings ({want} J)")
@@ -428,8 +429,8 @@ def _device_kind(doc: dict, label: str) -> tuple[str, dict]:
 def _window_time_errors(w: str, r: dict) -> list[str]:
     """A window's edges in order and its duration_s equal to them."""
     t0, t1, dur = r.get("t0_ns"), r.get("t1_ns"), r.get("duration_s")
-    if not all(isinstance(x, int) and not isinstance(x, bool) for x in (t0, t1)) or \
-            not isinstance(dur, (int, float)) or isinstance(dur, bool):
+    if not isinstance(t0, int) or not isinstance(t1, int) or isinstance(t0, bool) or \
+            isinstance(t1, bool) or not isinstance(dur, (int, float)) or isinstance(dur, bool):
         return [f"{w}: t0_ns, t1_ns and duration_s must be numbers"]
     if not t0 < t1:
         return [f"{w}: window ends before it starts"]
@@ -485,7 +486,7 @@ def rule_physics(doc: dict) -> list[str]:
         if spec and c["scope"] == "gpu" and c["model"] in models.builtin_names():
             # a token of a mixture-of-experts model touches only its active parameters
             n_params = arithmetic.of(models.get(c["model"]), c["dtype"]).n_active
-        if n_params:
+        if n_params and spec:
             tps_max = spec.bf16_flops / (2 * n_params)  # each token needs >= 2N FLOPs
             tps = f.get("output_tokens_per_s")
             if tps is not None and tps > tps_max:
