@@ -462,8 +462,12 @@ def rule_physics(doc: dict) -> list[str]:
         last_t1 = None
         for w, r in _windows(c):
             errors.extend(_window_time_errors(w, r))
-            if w.endswith("#prefill"):
-                continue  # one-token calls; checked for time above, its tokens below
+            if w.endswith("#prefill"):  # one-token calls after the repeats
+                if r.get("output_tokens") != r.get("generate_calls", 0) * c["batch_size"] \
+                        or r.get("input_tokens") != r.get("generate_calls", 0) * \
+                        c["batch_size"] * c["input_len"]:
+                    errors.append(f"{w}: token counts are not calls x batch x length")
+                continue
             if last_t1 is not None and r["t0_ns"] < last_t1:
                 errors.append(f"{w}: windows overlap or go back in time")
             last_t1 = r["t1_ns"]
