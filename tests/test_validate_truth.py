@@ -303,3 +303,19 @@ def test_flop_ceiling_of_a_mixture_of_experts_uses_active_parameters():
     assert not [e for e in V.rule_physics(_moe_doc(147_000.0)) if "FLOP" in e]
     (err,) = [e for e in V.rule_physics(_moe_doc(148_000.0)) if "FLOP" in e]
     assert "1.475e+05" in err
+
+
+def test_a_run_whose_counter_reset_passes(fake_nvml_dir, tmp_path):
+    """The stand-in's counter restarts from 0 three seconds after NVML starts, mid-run."""
+    run = _gpu_run(fake_nvml_dir, tmp_path / "run", "base_w=250,update_ms=100,reset_at_s=3",
+                   batch_sizes=(1,))
+    cols = io.read_trace(run / "trace.parquet")
+    ok = cols["energy_status"] == 0
+    e = cols["energy_j"][ok]
+    assert (np.diff(e) < 0).sum() == 1  # the sampler saw the reset
+    bad = [c.line() for c in V.validate(run) if not c.ok]
+    assert bad == []
+    # constant 250 W: every window's energy is 250 W x its duration, reset or not
+    for w in windows(read(run)):
+        assert w["energy"]["gpu"]["energy_j"] == pytest.approx(250 * w["duration_s"],
+                                                               rel=2e-2)
