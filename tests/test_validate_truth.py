@@ -161,6 +161,20 @@ def test_tampered_reading_fails_energy_and_trace(counter_run, tmp_path):
     assert {"energy", "trace"} <= failed(run)
 
 
+def test_a_reading_cannot_opt_out_of_the_recompute(counter_run, tmp_path):
+    run = copy(counter_run, tmp_path)
+    doc = read(counter_run)
+    (rd,) = [r for r in doc["cells"][0]["repeats"][0]["readings"] if r["scope"] == "gpu"]
+    rd["energy_j"] *= 1.01
+    rd["stats"]["counter_edges"] = "read"  # as if the samples had not covered the window
+    doc["cells"][0]["repeats"][0]["energy"]["gpu"]["energy_j"] = rd["energy_j"]
+    refigure(doc)
+    write(run, doc)
+    v = verdicts(run)
+    assert v["figures"].ok and v["energy"].ok
+    assert "but the trace covers them" in v["trace"].reason
+
+
 # -- c) the config against the cells ---------------------------------------------------------
 
 def test_cells_must_be_the_planned_sweep(counter_run, tmp_path):
