@@ -516,10 +516,14 @@ def cmd_table(args: argparse.Namespace) -> int:
 
 def cmd_import(args: argparse.Namespace) -> int:
     """``bench import mlenergy FILE...``: published rows in the table's columns."""
+    from pathlib import Path
+
     import pandas as pd
 
-    from bench.results import mlenergy, table
+    from bench.results import load, mlenergy, table
 
+    for f in args.files:  # the safe loader's caps first: size, depth, no NaN (load.Invalid)
+        load.loads_json(load.read_capped(Path(f), load.MAX_DOCUMENT_BYTES), f)
     rows = [r for f in args.files for r in mlenergy.rows_from_mlenergy(f)]
     df = pd.DataFrame(rows, columns=list(table.COLUMN_NAMES))
     text = table.write_table(df, table.format_for(args.out, None), args.out)

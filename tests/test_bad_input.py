@@ -30,6 +30,7 @@ def junk(tmp_path):
     (d / "random.csv").write_bytes(os.urandom(4096))
     (d / "garbage.json").write_text('{"schema": "joulebench/result", "cells": [')
     (d / "list.json").write_text("[1, 2, 3]")
+    (d / "deep.json").write_text("[" * 100000 + "]" * 100000)
     (d / "empty").mkdir()
     (d / "afile").write_text("not a folder")
     from bench.results.table import COLUMN_NAMES
@@ -69,7 +70,8 @@ def usage_error(capsys, argv) -> str:
     (["table", "{j}/missing"], "no such file"),
     (["table", "{j}/empty", "--format", "parquet"], "parquet needs --out"),
     (["import", "mlenergy", "{j}/missing.json"], "missing.json"),
-    (["import", "mlenergy", "{j}/random.parquet"], "cannot read as JSON"),
+    (["import", "mlenergy", "{j}/random.parquet"], "random.parquet"),
+    (["import", "mlenergy", "{j}/deep.json"], "nesting too deep"),
     (["import", "mlenergy", "{j}/list.json"], "not an ML.ENERGY model file"),
     (["econ", "check-claim", "{j}/random.parquet"], "not a readable Parquet table"),
     (["econ", "check-claim", "{j}/notatable.csv"], "not a joulebench table"),
@@ -99,8 +101,8 @@ def test_unwritable_out(run_dir, junk, tmp_path, capsys):
                                 "--dest", str(junk / "afile")])
     assert "cannot write" in line
     assert sorted(p.name for p in junk.iterdir()) == sorted(
-        ["random.parquet", "random.csv", "garbage.json", "list.json", "empty", "afile",
-         "truncated.csv", "notatable.csv"])  # nothing half-written left behind
+        ["random.parquet", "random.csv", "garbage.json", "list.json", "deep.json", "empty",
+         "afile", "truncated.csv", "notatable.csv"])  # nothing half-written left behind
     assert list((junk / "empty").iterdir()) == []
 
 
