@@ -482,7 +482,8 @@ def cmd_compare(args: argparse.Namespace) -> int:
     from bench.results.load import load_document
 
     thresholds = [C.parse_threshold(t) for t in args.fail]
-    docs = [load_document(p)[0] for p in (args.a, args.b)]  # load.Invalid is a BenchError
+    # load.Invalid is a BenchError; a document of the wrong shape is one too
+    docs = [C.check_document(load_document(p)[0], p) for p in (args.a, args.b)]
     rows, warnings, failures = C.compare(docs[0], docs[1], thresholds)
     for w in warnings:
         sys.stderr.write(f"bench compare: warning: {w}\n")

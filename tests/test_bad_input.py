@@ -150,3 +150,33 @@ def test_caps_and_errors_are_bench_errors(tmp_path, monkeypatch):
         load.read_table_file(tmp_path / "result.json")
     f, d = load.resolve(tmp_path)
     assert (f, d) == (tmp_path / "result.json", tmp_path)
+
+
+HOSTILE_SHAPES = [
+    {"cells": 5},
+    {"provenance": 5, "cells": []},
+    {"devices": 5, "cells": []},
+    {"idle": 5, "cells": []},
+    {"cells": [5]},
+    {"cells": [{"figures": 5, "uncertainty": 5, "roofline": 5, "phases": 5}]},
+    {"cells": [{"uncertainty": {"output_tokens_per_j_ci95": [1]}}]},
+    {"cells": [{"figures": {"output_tokens_per_j": "x"}}]},
+    {"cells": [{"phases": {"ttft_s": [1]}}]},
+    {"cells": [{"model": {"a": 1}}]},
+]
+
+
+@pytest.mark.parametrize("shape", HOSTILE_SHAPES, ids=[json.dumps(s)[:40] for s in HOSTILE_SHAPES])
+def test_documents_of_odd_shapes_never_crash(tmp_path, capsys, shape):
+    doc = {"schema": "joulebench/result", "schema_version": 2, **shape}
+    (tmp_path / "result.json").write_text(json.dumps(doc))
+    assert main(["compare", str(tmp_path), str(tmp_path)]) == 2
+    assert "not a result document to compare" in one_error_line(capsys, "compare")
+    rc = main(["table", str(tmp_path)])
+    out, err = capsys.readouterr()
+    assert "Traceback" not in out + err
+    assert rc == 0 or (rc == 2 and err.startswith("bench table: error: ")
+                       and len(err.strip().splitlines()) == 1)
+    assert main(["validate", str(tmp_path)]) == 1
+    out, err = capsys.readouterr()
+    assert "FAIL schema" in out and err == ""

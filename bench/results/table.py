@@ -57,6 +57,11 @@ COLUMN_NAMES = tuple(c for c, _ in COLUMNS)
 FORMATS = ("csv", "parquet", "json", "markdown")
 
 
+def _obj(value) -> dict:
+    """``value`` if it is a JSON object, else an empty one (a hostile document's shapes)."""
+    return value if isinstance(value, dict) else {}
+
+
 def _row(**values) -> dict:
     return {c: values.get(c) for c in COLUMN_NAMES}
 
@@ -72,19 +77,20 @@ def rows_from_document(doc: dict, origin: str = "") -> list[dict]:
     doc = schema.upgrade(doc)
     if not isinstance(doc.get("cells"), list):
         raise BenchError(f"{origin}: result document has no cells list")
-    prov = doc.get("provenance") or {}
-    harness = prov.get("harness") or {}
-    idle = {i.get("device"): i.get("power_w") for i in doc.get("idle") or []
-            if isinstance(i, dict)}
+    prov = _obj(doc.get("provenance"))
+    harness = _obj(prov.get("harness"))
+    idle_list = doc.get("idle") if isinstance(doc.get("idle"), list) else []
+    idle = {i.get("device"): i.get("power_w") for i in idle_list if isinstance(i, dict)}
     rows = []
-    for c in doc["cells"]:
+    for n, c in enumerate(doc["cells"]):
         if not isinstance(c, dict):
             raise BenchError(f"{origin}: a cell is not an object")
-        f = c.get("figures") or {}
-        u = c.get("uncertainty") or {}
-        ci = u.get("output_tokens_per_j_ci95") or [None, None]
-        ph = c.get("phases") if isinstance(c.get("phases"), dict) else {}
-        sub = ph.get("subtraction") if isinstance(ph.get("subtraction"), dict) else {}
+        f = _obj(c.get("figures"))
+        u = _obj(c.get("uncertainty"))
+        ci = u.get("output_tokens_per_j_ci95")
+        ci = ci if isinstance(ci, list) and len(ci) == 2 else [None, None]
+        ph = _obj(c.get("phases"))
+        sub = _obj(ph.get("subtraction"))
         rows.append(_row(
             table_schema_version=TABLE_SCHEMA_VERSION, source="joulebench",
             run_id=doc.get("run_id"), cell_id=c.get("cell_id"), device=c.get("device"),
@@ -106,9 +112,13 @@ def rows_from_document(doc: dict, origin: str = "") -> list[dict]:
             max_power_w=f.get("max_power_w"), ttft_s=ph.get("ttft_s"),
             prefill_j_per_input_token=sub.get("prefill_j_per_input_token"),
             decode_j_per_output_token=sub.get("decode_j_per_output_token"),
-            roofline_fraction=(c.get("roofline") or {}).get("fraction"),
+            roofline_fraction=_obj(c.get("roofline")).get("fraction"),
             contended=c.get("contended"),
             harness_version=harness.get("version"), git_commit=harness.get("commit")))
+        bad = [k for k, v in rows[-1].items()
+               if v is not None and not isinstance(v, (bool, int, float, str))]
+        if bad:
+            raise BenchError(f"{origin}: cell {n}: {bad[0]} is not a number or text")
     return rows
 
 
