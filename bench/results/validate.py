@@ -24,8 +24,8 @@ METHOD_STRENGTH = ("estimate", "power_integration", "counter")  # weakest first
 DEFAULT_DTYPE = {"cpu": "fp32", "cuda": "bf16"}  # as bench.runner plans cells
 LOOKBACK_NS = 2_000_000_000  # the meter reads trace samples from this long before a window
 
-# Transition aliases: bench.report imports these three names from here until it switches
-# to bench.results.load; nothing in bench.results uses them.
+# Transition: bench.report imports Invalid, load_document and _safe_member from here until
+# it switches to bench.results.load; no other module imports the loader from validate.
 _safe_member = load.safe_member
 __all__ = ["Check", "Invalid", "RULES", "load_document", "validate"]
 
@@ -597,7 +597,7 @@ def validate(path: Path | str) -> list[Check]:
                            ("labels", rule_labels, (doc,))):
         try:
             errs = fn(*args)
-        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        except (LookupError, TypeError, ValueError, AttributeError, ArithmeticError) as exc:
             errs = [f"cannot check ({exc.__class__.__name__}: {exc})"]
         out.append(Check(name, not errs, "; ".join(errs[:3]) + (
             f" (+{len(errs) - 3} more)" if len(errs) > 3 else "") if errs else "ok"))
