@@ -180,3 +180,42 @@ def test_documents_of_odd_shapes_never_crash(tmp_path, capsys, shape):
     assert main(["validate", str(tmp_path)]) == 1
     out, err = capsys.readouterr()
     assert "FAIL schema" in out and err == ""
+
+
+def test_import_to_an_unwritable_out(junk, capsys):
+    conf = {"gpu_model": "H100", "num_gpus": 1, "max_num_seqs": 8,
+            "energy_per_token_joules": 0.5, "output_throughput_tokens_per_sec": 100.0,
+            "avg_power_watts": 50.0}
+    src = junk / "m.json"
+    src.write_text(json.dumps({"model_id": "m", "configurations": [conf]}))
+    line = usage_error(capsys, ["import", "mlenergy", str(src), "--out",
+                                str(junk / "afile" / "x.parquet")])
+    assert "cannot write" in line
+
+
+def test_submission_with_junk_manifest_or_signature(run_dir, tmp_path, capsys):
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    from bench.results import manifest
+
+    key = tmp_path / "key.pem"
+    key.write_bytes(Ed25519PrivateKey.generate().private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption()))
+    assert main(["submit", str(run_dir), "--vendor", "v", "--system", "s", "--key", str(key),
+                 "--dest", str(tmp_path / "subs")]) == 0
+    capsys.readouterr()
+    (sub,) = (tmp_path / "subs" / "v" / "s").iterdir()
+    assert manifest.verify(sub) == []
+    (sub / "signature.json").write_text('{"algorithm": "ed25519", "public_key": "zz"}')
+    assert manifest.verify(sub) == ["signature.json is malformed"]
+    (sub / "signature.json").write_bytes(os.urandom(64))
+    (msg,) = manifest.verify(sub)
+    assert "signature.json" in msg
+    (sub / "signature.json").unlink()
+    (sub / "manifest.json").rename(tmp_path / "m.json")
+    os.symlink(tmp_path / "m.json", sub / "manifest.json")
+    assert manifest.verify(sub) == ["manifest.json is a link or not a file"]
+    assert main(["validate", str(sub)]) == 1
+    assert "FAIL hashes: manifest.json is a link" in capsys.readouterr().out
