@@ -219,3 +219,18 @@ def test_submission_with_junk_manifest_or_signature(run_dir, tmp_path, capsys):
     assert manifest.verify(sub) == ["manifest.json is a link or not a file"]
     assert main(["validate", str(sub)]) == 1
     assert "FAIL hashes: manifest.json is a link" in capsys.readouterr().out
+
+
+def test_table_file_with_text_in_a_number_column(run_dir, tmp_path, capsys):
+    from bench.results.table import COLUMN_NAMES
+
+    bad = tmp_path / "bad.csv"
+    bad.write_text(",".join(COLUMN_NAMES) + "\n" + ",".join(["x"] * len(COLUMN_NAMES)) + "\n")
+    line = usage_error(capsys, ["table", str(bad), str(run_dir), "--out",
+                                str(tmp_path / "t.parquet")])
+    assert "column table_schema_version holds 'x', not a number" in line
+    assert not (tmp_path / "t.parquet").exists()
+    doc = json.loads((run_dir / "result.json").read_text())
+    doc["cells"][0]["batch_size"] = "1"
+    (tmp_path / "result.json").write_text(json.dumps(doc))
+    assert "batch_size is not a number" in usage_error(capsys, ["table", str(tmp_path)])

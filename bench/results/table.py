@@ -54,6 +54,9 @@ COLUMNS: tuple[tuple[str, str], ...] = (
     ("git_commit", "harness commit (null for imports)"),
 )
 COLUMN_NAMES = tuple(c for c, _ in COLUMNS)
+TEXT_COLUMNS = ("source", "run_id", "cell_id", "device", "device_name", "model", "dtype",
+                "status", "scope", "energy_method", "harness_version", "git_commit")
+NUMERIC_COLUMNS = tuple(c for c in COLUMN_NAMES if c not in (*TEXT_COLUMNS, "contended"))
 FORMATS = ("csv", "parquet", "json", "markdown")
 
 
@@ -117,8 +120,11 @@ def rows_from_document(doc: dict, origin: str = "") -> list[dict]:
             harness_version=harness.get("version"), git_commit=harness.get("commit")))
         bad = [k for k, v in rows[-1].items()
                if v is not None and not isinstance(v, (bool, int, float, str))]
+        bad += [k for k in NUMERIC_COLUMNS if rows[-1][k] is not None and (
+            isinstance(rows[-1][k], bool) or not isinstance(rows[-1][k], (int, float)))]
         if bad:
-            raise BenchError(f"{origin}: cell {n}: {bad[0]} is not a number or text")
+            raise BenchError(f"{origin}: cell {n}: {bad[0]} is not a "
+                             f"{'number' if bad[0] in NUMERIC_COLUMNS else 'number or text'}")
     return rows
 
 
@@ -138,6 +144,20 @@ def _result_files(path: Path) -> list[Path]:
             return [direct]
         return sorted(p for p in path.rglob("result.json") if p.is_file())
     raise BenchError(f"{path}: no such file or directory")
+
+
+def _numeric(df, origin):
+    """The table file's numeric columns as numbers; a value that is not one is an error."""
+    import pandas as pd
+
+    for c in NUMERIC_COLUMNS:
+        num = pd.to_numeric(df[c], errors="coerce")
+        bad = num.isna() & df[c].notna()
+        if bad.any():
+            raise BenchError(f"{origin}: column {c} holds {str(df[c][bad].iloc[0])[:40]!r}, "
+                             "not a number")
+        df[c] = num
+    return df
 
 
 def load_table(paths=("results",)):
@@ -161,7 +181,7 @@ def load_table(paths=("results",)):
             missing = [c for c in COLUMN_NAMES if c not in df.columns]
             if missing:
                 raise BenchError(f"{p}: not a joulebench table (missing {missing[0]})")
-            frames.append(df[list(COLUMN_NAMES)])
+            frames.append(_numeric(df[list(COLUMN_NAMES)].copy(), p))
             continue
         for f in _result_files(p):
             rows.extend(rows_from_document(load.load_document(f)[0], str(f)))
@@ -212,6 +232,8 @@ def write_table(df, fmt: str, out: str | None) -> str | None:
         except OSError as exc:
             raise BenchError(f"cannot write {out}: "
                              f"{exc.strerror or exc.__class__.__name__}") from None
+        except (ValueError, TypeError) as exc:  # pyarrow's ArrowInvalid/ArrowTypeError
+            raise BenchError(f"cannot write {out} as Parquet: {str(exc)[:120]}") from None
         return None
     if fmt == "csv":
         text = df.to_csv(index=False)
