@@ -454,9 +454,16 @@ def cmd_probe(args: argparse.Namespace) -> int:
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
-    """``bench validate``: every rule for every document; exit 1 on any failure."""
+    """``bench validate``: every rule for every document; exit 1 on any failure.
+
+    A path that names no document (missing, or a folder without result.json) is a usage
+    error (exit 2); a document that is there but cannot be loaded fails rule ``load``.
+    """
+    from bench.results.load import resolve
     from bench.results.validate import validate
 
+    for path in args.paths:
+        resolve(path)  # load.Invalid is a BenchError: one line, exit 2
     failed = False
     for path in args.paths:
         print(f"{path}:")
@@ -478,15 +485,11 @@ def cmd_submit(args: argparse.Namespace) -> int:
 def cmd_compare(args: argparse.Namespace) -> int:
     """``bench compare A B``: per-cell changes; exit 1 past a --fail threshold."""
     from bench.results import compare as C
-    from bench.results.validate import Invalid, load_document
+    from bench.results.load import load_document
 
     thresholds = [C.parse_threshold(t) for t in args.fail]
-    docs = []
-    for p in (args.a, args.b):
-        try:
-            docs.append(load_document(p)[0])
-        except Invalid as exc:
-            raise BenchError(str(exc)) from None
+    # load.Invalid is a BenchError; a document of the wrong shape is one too
+    docs = [C.check_document(load_document(p)[0], p) for p in (args.a, args.b)]
     rows, warnings, failures = C.compare(docs[0], docs[1], thresholds)
     for w in warnings:
         sys.stderr.write(f"bench compare: warning: {w}\n")
@@ -520,10 +523,14 @@ def cmd_table(args: argparse.Namespace) -> int:
 
 def cmd_import(args: argparse.Namespace) -> int:
     """``bench import mlenergy FILE...``: published rows in the table's columns."""
+    from pathlib import Path
+
     import pandas as pd
 
-    from bench.results import mlenergy, table
+    from bench.results import load, mlenergy, table
 
+    for f in args.files:  # the safe loader's caps first: size, depth, no NaN (load.Invalid)
+        load.loads_json(load.read_capped(Path(f), load.MAX_DOCUMENT_BYTES), f)
     rows = [r for f in args.files for r in mlenergy.rows_from_mlenergy(f)]
     df = pd.DataFrame(rows, columns=list(table.COLUMN_NAMES))
     text = table.write_table(df, table.format_for(args.out, None), args.out)

@@ -8,7 +8,6 @@ as trace part files, so a run killed with SIGKILL loses at most the cell in flig
 
 from __future__ import annotations
 
-import os
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -104,11 +103,8 @@ def write_trace_part(run_dir: Path, trace: Any, seq: int, session: int) -> None:
     for name in io.TRACE_COLUMNS[1:]:
         cols[name] = getattr(trace, name)
     path = parts / f"gpu{trace.index:03d}-{session:020d}-{seq:06d}.parquet"
-    tmp = path.with_name(f".{path.name}.tmp")
-    pq.write_table(pa.table(cols), tmp)
-    with open(tmp, "rb") as f:
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    with io.atomic_path(path) as tmp:
+        pq.write_table(pa.table(cols), tmp)
 
 
 def merge_trace_parts(run_dir: Path) -> dict:
@@ -123,11 +119,8 @@ def merge_trace_parts(run_dir: Path) -> dict:
                 "edges)"}
     table = pa.concat_tables([pq.read_table(p) for p in parts])
     path = Path(run_dir) / io.TRACE_FILE
-    tmp = path.with_name(f".{io.TRACE_FILE}.tmp-{os.getpid()}")
-    pq.write_table(table, tmp)
-    with open(tmp, "rb") as f:
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    with io.atomic_path(path) as tmp:
+        pq.write_table(table, tmp)
     return {"file": io.TRACE_FILE, "sha256": io.sha256_file(path), "rows": table.num_rows,
             "columns": list(io.TRACE_COLUMNS)}
 

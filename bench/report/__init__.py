@@ -44,10 +44,10 @@ def load_runs(paths) -> tuple[list[Path], list[dict], list[Path]]:
     Raises:
         BenchError: nothing found, or a document cannot be loaded.
     """
-    from bench.results.table import _result_files
-    from bench.results.validate import Invalid, load_document
+    from bench.results.load import Invalid, load_document
+    from bench.results.table import result_files
 
-    files = [f for p in paths for f in _result_files(Path(p))]
+    files = [f for p in paths for f in result_files(Path(p))]
     if not files:
         raise BenchError("no result documents to report on")
     docs, dirs = [], []

@@ -62,7 +62,7 @@ def key_fingerprint(public_key_hex: str) -> str:
 
 def _read_signature(run_dir: Path) -> tuple[str, str | None]:
     """(what the signature file is, its key's fingerprint) without trusting the file."""
-    from bench.results.submit import SIGNATURE
+    from bench.results.manifest import SIGNATURE
 
     p = run_dir / SIGNATURE
     if not p.exists():
@@ -78,7 +78,7 @@ def _read_signature(run_dir: Path) -> tuple[str, str | None]:
 
 def _rule_submission(sub: Submission):
     """The leaderboard's own rule: a manifest that names this vendor, system and run."""
-    from bench.results.submit import MANIFEST, MAX_MANIFEST_BYTES
+    from bench.results.manifest import MANIFEST, MAX_MANIFEST_BYTES
     from bench.results.validate import Check
 
     p = sub.path / MANIFEST
@@ -98,8 +98,9 @@ def _rule_submission(sub: Submission):
 
 def find_submissions(root: Path) -> list[Submission]:
     """Every <vendor>/<system>/<run>/ folder under root, checked (links are not followed)."""
+    from bench.results.load import Invalid, load_document
     from bench.results.submit import NAME
-    from bench.results.validate import Check, Invalid, load_document, validate
+    from bench.results.validate import Check, validate
 
     subs = []
     for vendor in sorted(root.iterdir()):

@@ -306,11 +306,11 @@ def plot_power_timeline(docs: list[dict], run_dirs: list[Path], out: Path) -> Pl
                      and c.get("status") == "ok" and str(c.get("device", "")).startswith("gpu")]
         if not tr.get("file") or not gpu_cells:
             continue
-        import pyarrow.parquet as pq
+        import pandas as pd
 
-        from bench.results.validate import _safe_member
+        from bench.results import io, load
 
-        t = pq.read_table(_safe_member(Path(rd), tr["file"])).to_pandas()
+        t = pd.DataFrame(io.read_trace(load.safe_member(Path(rd), tr["file"])))
         # the largest batch, on the lowest-numbered GPU (drawn in that GPU's colour elsewhere)
         c = max(gpu_cells, key=lambda x: (x["batch_size"], -int(x["device"][3:])))
         r = c["repeats"][0]

@@ -46,14 +46,28 @@ def _key(c: dict) -> tuple:
             c.get("input_len"), c.get("output_len"))
 
 
+def check_document(doc: dict, origin: str) -> dict:
+    """``doc`` if its structure is a result document's (rule ``schema``), else BenchError."""
+    from bench.results.validate import rule_schema
+
+    errors = rule_schema(doc)
+    if errors:
+        raise BenchError(f"{origin}: not a result document to compare ({errors[0]})")
+    return doc
+
+
+def _obj(value) -> dict:
+    return value if isinstance(value, dict) else {}
+
+
 def machine(doc: dict) -> dict:
     """What must match for two runs to be comparable like for like."""
-    prov = doc.get("provenance") or {}
+    prov = _obj(doc.get("provenance"))
+    libs = _obj(prov.get("libraries"))
     return {"devices": sorted(str(d.get("name")) for d in doc.get("devices", [])
                               if isinstance(d, dict)),
-            "cpu": ((prov.get("host") or {}).get("cpu") or {}).get("model"),
-            "torch": (prov.get("libraries") or {}).get("torch"),
-            "transformers": (prov.get("libraries") or {}).get("transformers")}
+            "cpu": _obj(_obj(prov.get("host")).get("cpu")).get("model"),
+            "torch": libs.get("torch"), "transformers": libs.get("transformers")}
 
 
 def compare(a: dict, b: dict, thresholds: list[Threshold]) -> tuple[list[dict], list[str],

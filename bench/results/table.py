@@ -11,7 +11,7 @@ import math
 from pathlib import Path
 
 from bench.errors import BenchError
-from bench.results import schema
+from bench.results import io, load, schema
 
 TABLE_SCHEMA_VERSION = 1
 
@@ -54,7 +54,15 @@ COLUMNS: tuple[tuple[str, str], ...] = (
     ("git_commit", "harness commit (null for imports)"),
 )
 COLUMN_NAMES = tuple(c for c, _ in COLUMNS)
+TEXT_COLUMNS = ("source", "run_id", "cell_id", "device", "device_name", "model", "dtype",
+                "status", "scope", "energy_method", "harness_version", "git_commit")
+NUMERIC_COLUMNS = tuple(c for c in COLUMN_NAMES if c not in (*TEXT_COLUMNS, "contended"))
 FORMATS = ("csv", "parquet", "json", "markdown")
+
+
+def _obj(value) -> dict:
+    """``value`` if it is a JSON object, else an empty one (a hostile document's shapes)."""
+    return value if isinstance(value, dict) else {}
 
 
 def _row(**values) -> dict:
@@ -72,19 +80,20 @@ def rows_from_document(doc: dict, origin: str = "") -> list[dict]:
     doc = schema.upgrade(doc)
     if not isinstance(doc.get("cells"), list):
         raise BenchError(f"{origin}: result document has no cells list")
-    prov = doc.get("provenance") or {}
-    harness = prov.get("harness") or {}
-    idle = {i.get("device"): i.get("power_w") for i in doc.get("idle") or []
-            if isinstance(i, dict)}
+    prov = _obj(doc.get("provenance"))
+    harness = _obj(prov.get("harness"))
+    idle_list = doc.get("idle") if isinstance(doc.get("idle"), list) else []
+    idle = {i.get("device"): i.get("power_w") for i in idle_list if isinstance(i, dict)}
     rows = []
-    for c in doc["cells"]:
+    for n, c in enumerate(doc["cells"]):
         if not isinstance(c, dict):
             raise BenchError(f"{origin}: a cell is not an object")
-        f = c.get("figures") or {}
-        u = c.get("uncertainty") or {}
-        ci = u.get("output_tokens_per_j_ci95") or [None, None]
-        ph = c.get("phases") if isinstance(c.get("phases"), dict) else {}
-        sub = ph.get("subtraction") if isinstance(ph.get("subtraction"), dict) else {}
+        f = _obj(c.get("figures"))
+        u = _obj(c.get("uncertainty"))
+        ci = u.get("output_tokens_per_j_ci95")
+        ci = ci if isinstance(ci, list) and len(ci) == 2 else [None, None]
+        ph = _obj(c.get("phases"))
+        sub = _obj(ph.get("subtraction"))
         rows.append(_row(
             table_schema_version=TABLE_SCHEMA_VERSION, source="joulebench",
             run_id=doc.get("run_id"), cell_id=c.get("cell_id"), device=c.get("device"),
@@ -106,13 +115,27 @@ def rows_from_document(doc: dict, origin: str = "") -> list[dict]:
             max_power_w=f.get("max_power_w"), ttft_s=ph.get("ttft_s"),
             prefill_j_per_input_token=sub.get("prefill_j_per_input_token"),
             decode_j_per_output_token=sub.get("decode_j_per_output_token"),
-            roofline_fraction=(c.get("roofline") or {}).get("fraction"),
+            roofline_fraction=_obj(c.get("roofline")).get("fraction"),
             contended=c.get("contended"),
             harness_version=harness.get("version"), git_commit=harness.get("commit")))
+        bad = [k for k, v in rows[-1].items()
+               if v is not None and not isinstance(v, (bool, int, float, str))]
+        bad += [k for k in NUMERIC_COLUMNS if rows[-1][k] is not None and (
+            isinstance(rows[-1][k], bool) or not isinstance(rows[-1][k], (int, float)))]
+        if bad:
+            raise BenchError(f"{origin}: cell {n}: {bad[0]} is not a "
+                             f"{'number' if bad[0] in NUMERIC_COLUMNS else 'number or text'}")
     return rows
 
 
-def _result_files(path: Path) -> list[Path]:
+def result_files(path: Path) -> list[Path]:
+    """The result.json files a path names: itself, its run, or every run below a folder.
+
+    A folder without any is an empty table (a fresh ``results/``), not an error.
+
+    Raises:
+        BenchError: no such file or directory.
+    """
     if path.is_file():
         return [path]
     if path.is_dir():
@@ -123,15 +146,18 @@ def _result_files(path: Path) -> list[Path]:
     raise BenchError(f"{path}: no such file or directory")
 
 
-def _read_json(path: Path) -> dict:
-    from bench.results.validate import Invalid, load_document
+def _numeric(df, origin):
+    """The table file's numeric columns as numbers; a value that is not one is an error."""
+    import pandas as pd
 
-    try:
-        return load_document(path)[0]  # the same safe loader as bench validate
-    except Invalid as exc:
-        raise BenchError(str(exc)) from None
-    except OSError as exc:
-        raise BenchError(f"{path}: cannot read ({exc.__class__.__name__})") from None
+    for c in NUMERIC_COLUMNS:
+        num = pd.to_numeric(df[c], errors="coerce")
+        bad = num.isna() & df[c].notna()
+        if bad.any():
+            raise BenchError(f"{origin}: column {c} holds {str(df[c][bad].iloc[0])[:40]!r}, "
+                             "not a number")
+        df[c] = num
+    return df
 
 
 def load_table(paths=("results",)):
@@ -150,15 +176,15 @@ def load_table(paths=("results",)):
         paths = [paths]
     frames, rows = [], []
     for p in map(Path, paths):
-        if p.is_file() and p.suffix in (".csv", ".parquet"):
-            df = pd.read_csv(p) if p.suffix == ".csv" else pd.read_parquet(p)
+        if p.is_file() and p.suffix.lower() in (".csv", ".parquet"):
+            df = load.read_table_file(p)
             missing = [c for c in COLUMN_NAMES if c not in df.columns]
             if missing:
                 raise BenchError(f"{p}: not a joulebench table (missing {missing[0]})")
-            frames.append(df[list(COLUMN_NAMES)])
+            frames.append(_numeric(df[list(COLUMN_NAMES)].copy(), p))
             continue
-        for f in _result_files(p):
-            rows.extend(rows_from_document(_read_json(f), str(f)))
+        for f in result_files(p):
+            rows.extend(rows_from_document(load.load_document(f)[0], str(f)))
     frames.insert(0, pd.DataFrame(rows, columns=list(COLUMN_NAMES)))
     frames = [f for f in frames if len(f)]
     if not frames:
@@ -192,13 +218,22 @@ def format_for(out: str | None, fmt: str | None) -> str:
 
 
 def write_table(df, fmt: str, out: str | None) -> str | None:
-    """Write ``df`` to ``out`` (atomically) or return the text for stdout."""
+    """Write ``df`` to ``out`` atomically (:func:`io.atomic_path`) or return the text.
+
+    Raises:
+        BenchError: parquet without ``out``, or ``out`` cannot be written.
+    """
     if fmt == "parquet":
         if not out:
             raise BenchError("parquet needs --out FILE")
-        tmp = Path(out).with_name(f".{Path(out).name}.tmp")
-        df.to_parquet(tmp, index=False)
-        tmp.replace(out)
+        try:
+            with io.atomic_path(out) as tmp:
+                df.to_parquet(tmp, index=False)
+        except OSError as exc:
+            raise BenchError(f"cannot write {out}: "
+                             f"{exc.strerror or exc.__class__.__name__}") from None
+        except (ValueError, TypeError) as exc:  # pyarrow's ArrowInvalid/ArrowTypeError
+            raise BenchError(f"cannot write {out} as Parquet: {str(exc)[:120]}") from None
         return None
     if fmt == "csv":
         text = df.to_csv(index=False)
@@ -209,7 +244,5 @@ def write_table(df, fmt: str, out: str | None) -> str | None:
         text = _markdown(df)
     if not out:
         return text
-    tmp = Path(out).with_name(f".{Path(out).name}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    tmp.replace(out)
+    io.write_text_atomic(out, text)
     return None

@@ -1,35 +1,32 @@
 """``bench validate``: named rules that recompute and check a result document.
 
-Each rule gives pass or fail with the reason. The loader is safe with hostile input:
-no pickle and no eval, a size cap, bounded nesting, no NaN/Infinity or huge numbers,
-and file references that must stay inside the run directory.
+Each rule gives pass or fail with the reason. Loading is :mod:`bench.results.load`'s job
+(safe with hostile input); the rules here tie every figure to its windows, every window's
+energy to its readings, and every reading to the raw samples it came from.
 """
 
 from __future__ import annotations
 
-import json
 import math
-import os
 import re
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
+from bench.devices import Device
+from bench.errors import BenchError
 from bench.results import figures as F
-from bench.results import schema
+from bench.results import io, load, manifest, schema
 from bench.results import schema_spec as S
-from bench.sweep import DEVICE_DEFAULTS
+from bench.results.load import Invalid, load_document
+from bench.sweep import DEVICE_DEFAULTS, Cell, SweepConfig, plan
 
-MAX_DOCUMENT_BYTES = 64 << 20
-MAX_TRACE_BYTES = 8 << 30
-MAX_DEPTH = 32
-MAX_INT = 2 ** 63 - 1
 REL_TOL = 1e-3  # 0.1%: every recomputed figure must agree this well
 MIN_LOAD_POWER_FRACTION = 0.1  # no accelerator under load draws under 10% of its TDP
+LOOKBACK_NS = 2_000_000_000  # the meter reads trace samples from this long before a window
 
-
-class Invalid(Exception):
-    """The document cannot be loaded or checked at all."""
+__all__ = ["RULES", "Check", "validate"]
 
 
 @dataclass(frozen=True)
@@ -42,84 +39,6 @@ class Check:
 
     def line(self) -> str:
         return f"{'PASS' if self.ok else 'FAIL'} {self.rule}: {self.reason}"
-
-
-# -- safe loading ----------------------------------------------------------------------
-
-def _reject_constant(name: str):
-    raise ValueError(f"{name} is not allowed")
-
-
-def _float(text: str) -> float:
-    v = float(text)
-    if not math.isfinite(v):
-        raise ValueError(f"number {text[:20]} overflows")
-    return v
-
-
-def _int(text: str) -> int:
-    if len(text.lstrip("-")) > 19:
-        raise ValueError(f"integer {text[:20]}... is too large")
-    v = int(text)
-    if abs(v) > MAX_INT:
-        raise ValueError(f"integer {text} is too large")
-    return v
-
-
-def _depth(obj) -> int:
-    deepest, stack = 0, [(obj, 1)]
-    while stack:
-        o, d = stack.pop()
-        deepest = max(deepest, d)
-        if d > MAX_DEPTH:
-            return d
-        if isinstance(o, dict):
-            stack.extend((v, d + 1) for v in o.values())
-        elif isinstance(o, list):
-            stack.extend((v, d + 1) for v in o)
-    return deepest
-
-
-def resolve(path: Path | str) -> tuple[Path, Path]:
-    """(result.json, run directory) for a file or a run directory."""
-    p = Path(path)
-    if p.is_dir():
-        p = p / "result.json"
-    if not p.is_file():
-        raise Invalid(f"{path}: no result.json there")
-    return p, p.parent
-
-
-def load_document(path: Path | str) -> tuple[dict, Path]:
-    """Load a result document safely; returns (document, run directory).
-
-    Raises:
-        Invalid: too large, not UTF-8, not JSON, NaN/Infinity, huge numbers, too deep,
-            not an object.
-    """
-    f, run_dir = resolve(path)
-    size = f.stat().st_size
-    if size > MAX_DOCUMENT_BYTES:
-        raise Invalid(f"{f}: {size} bytes is over the {MAX_DOCUMENT_BYTES >> 20} MiB cap")
-    with open(f, "rb") as fh:
-        raw = fh.read(MAX_DOCUMENT_BYTES + 1)
-    if len(raw) > MAX_DOCUMENT_BYTES:
-        raise Invalid(f"{f}: over the size cap")
-    try:
-        text = raw.decode("utf-8")
-        doc = json.loads(text, parse_constant=_reject_constant, parse_float=_float,
-                         parse_int=_int)
-    except UnicodeDecodeError:
-        raise Invalid(f"{f}: not UTF-8 text") from None
-    except RecursionError:
-        raise Invalid(f"{f}: nesting too deep") from None
-    except ValueError as exc:
-        raise Invalid(f"{f}: not valid JSON ({str(exc)[:120]})") from None
-    if not isinstance(doc, dict):
-        raise Invalid(f"{f}: the document is not a JSON object")
-    if _depth(doc) > MAX_DEPTH:
-        raise Invalid(f"{f}: nesting deeper than {MAX_DEPTH}")
-    return schema.upgrade(doc), run_dir
 
 
 # -- rules -----------------------------------------------------------------------------
@@ -200,195 +119,315 @@ def _close(a, b) -> bool:
     return math.isclose(a, b, rel_tol=REL_TOL, abs_tol=1e-12)
 
 
-def rule_figures(doc: dict) -> list[str]:
-    """Every summary figure recomputed from the repeats within 0.1%."""
-    errors = []
+def _diff(got: Any, want: Any, where: str, errors: list[str]) -> None:
+    """Append where ``got`` differs from ``want``: numbers within 0.1%, the rest exactly."""
+    if isinstance(want, dict):
+        if not isinstance(got, dict):
+            errors.append(f"{where} is {got!r}, recomputed an object")
+            return
+        for k in sorted(set(want) | set(got)):
+            _diff(got.get(k), want.get(k), f"{where}.{k}", errors)
+    elif isinstance(want, list):
+        if not isinstance(got, list) or len(got) != len(want):
+            errors.append(f"{where} does not recompute")
+            return
+        for i, (a, b) in enumerate(zip(got, want, strict=True)):
+            _diff(a, b, f"{where}[{i}]", errors)
+    elif isinstance(want, (int, float)) and not isinstance(want, bool):
+        if not isinstance(got, (int, float)) or isinstance(got, bool) or not _close(got, want):
+            errors.append(f"{where} is {got}, recomputed {want}")
+    elif got != want:
+        errors.append(f"{where} is {got!r}, recomputed {want!r}")
+
+
+def _power_samples(doc: dict, run_dir: Path) -> dict[str, tuple]:
+    """Valid power samples (t_ns, power_w) per device label; {} where there is no trace.
+
+    An unreadable trace is the ``trace`` rule's finding; here it only leaves the timeline
+    phases unchecked.
+    """
+    try:
+        p = load.trace_path(doc, run_dir)
+        cols = io.read_trace(p) if p is not None else None
+    except Invalid:
+        return {}
+    return _device_samples(cols)[1] if cols is not None else {}
+
+
+def _device_of(doc: dict, label: str) -> Device | None:
+    for d in doc["devices"]:
+        if isinstance(d, dict) and d.get("kind") in ("cuda", "cpu"):
+            dev = Device.from_dict(d)
+            if dev.label == label:
+                return dev
+    return None
+
+
+def _engine_name(c: dict) -> str:
+    e = c.get("engine")
+    return str(e.get("name", "hf")) if isinstance(e, dict) else "hf"
+
+
+def rule_figures(doc: dict, run_dir: Path) -> list[str]:
+    """Every cell's record rebuilt from its raw windows (``figures.cell_record``) within 0.1%.
+
+    The figures, the interval, the method label, both phase methods (the timeline from
+    the trace's power samples), the roofline (built-in models) and the run summary.
+    """
+    from bench import models
+
+    errors: list[str] = []
+    power = _power_samples(doc, run_dir)
+    builtin = set(models.builtin_names())
     for c in doc["cells"]:
+        cid = c["cell_id"]
         if not c["repeats"]:
             if c["figures"] is not None:
-                errors.append(f"{c['cell_id']}: figures without repeats")
+                errors.append(f"{cid}: figures without repeats")
             continue
         idle_w = c.get("idle_power_w")
         # a resumed run measured the idle baseline once per session: any of them will do
         baselines = [i.get("power_w") for i in doc["idle"]
                      if isinstance(i, dict) and i.get("device") == c["device"]]
         if idle_w is not None and not any(_close(idle_w, b) for b in baselines):
-            errors.append(f"{c['cell_id']}: idle_power_w is not the device's idle baseline")
-        try:
-            figures, unc = F.cell_figures(c["repeats"], c["scope"], idle_w)
-        except (KeyError, TypeError, ValueError, ZeroDivisionError) as exc:
-            errors.append(f"{c['cell_id']}: repeats cannot be recomputed ({exc})")
+            errors.append(f"{cid}: idle_power_w is not the device's idle baseline")
+        dev = _device_of(doc, c["device"])
+        if dev is None:
+            errors.append(f"{cid}: its device is not in the document")
             continue
-        errors.extend(_phase_errors(c, "subtraction", None))
-        errors.extend(_roofline_errors(doc, c))
-        got = c["figures"] or {}
-        for k, v in figures.items():
-            if not _close(got.get(k), v):
-                errors.append(f"{c['cell_id']}: {k} is {got.get(k)}, recomputed {v}")
-        ci = (c["uncertainty"] or {}).get("output_tokens_per_j_ci95")
-        if unc["output_tokens_per_j_ci95"] and (
-                not isinstance(ci, list) or len(ci) != 2 or
-                not all(_close(a, b) for a, b in zip(ci, unc["output_tokens_per_j_ci95"],
-                                                     strict=True))):
-            errors.append(f"{c['cell_id']}: confidence interval does not recompute")
-    again = F.run_summary(doc["cells"])
+        ph = c.get("phases")
+        sub = ph.get("subtraction") if isinstance(ph, dict) else None
+        prefill = sub.get("prefill_window") if isinstance(sub, dict) else None
+        cell = Cell(dev, c["model"], c["dtype"], c["batch_size"], c["input_len"],
+                    c["output_len"], _engine_name(c))
+        spec = models.get(c["model"]) if c["model"] in builtin else None
+        raw = F.CellRaw(cell, c["status"], c.get("error"), c["repeats"], prefill, idle_w,
+                        power.get(c["device"]), spec)
+        try:
+            again = F.cell_record(raw)
+        except (KeyError, TypeError, ValueError, ZeroDivisionError) as exc:
+            errors.append(f"{cid}: repeats cannot be recomputed ({exc})")
+            continue
+        for k in ("energy_method", "figures", "uncertainty"):
+            _diff(c.get(k), again[k], f"{cid}: {k}", errors)
+        if c["status"] == "ok":
+            want_ph = dict(again["phases"])
+            if c["device"] not in power:  # no trace to redo the timeline from
+                want_ph.pop("timeline")
+            _diff({k: v for k, v in (ph or {}).items() if k in want_ph}, want_ph,
+                  f"{cid}: phases", errors)
+            rf = c.get("roofline")
+            if spec is not None and isinstance(rf, dict):
+                want_rf = again["roofline"] or {}
+                _diff({k: rf.get(k) for k in want_rf}, want_rf, f"{cid}: roofline", errors)
+    again_sum = F.run_summary(doc["cells"])
     summ = doc["summary"]
-    if summ.get("cells") != again["cells"] or summ.get("ok") != again["ok"]:
+    if summ.get("cells") != again_sum["cells"] or summ.get("ok") != again_sum["ok"]:
         errors.append("summary counts do not match the cells")
-    if not _close(summ.get("max_output_tokens_per_j"), again["max_output_tokens_per_j"]):
+    if not _close(summ.get("max_output_tokens_per_j"), again_sum["max_output_tokens_per_j"]):
         errors.append("summary max_output_tokens_per_j does not match the cells")
     return errors
 
 
-def _roofline_errors(doc: dict, c: dict) -> list[str]:
-    """The cell's roofline block, recomputed from the device and the model's arithmetic."""
-    from bench import models, roofline
-    from bench.devices import Device
-
-    rf = c.get("roofline")
-    if not isinstance(rf, dict) or rf.get("ceiling_output_tokens_per_j") is None:
-        return []
-    if c["model"] not in models.builtin_names():
-        return []  # a local checkpoint: its config is not in the document
-    _, dev = _device_kind(doc, c["device"])
-    if not dev:
-        return [f"{c['cell_id']}: its device is not in the document"]
-    again = roofline.cell_roofline(Device.from_dict(dev), models.get(c["model"]), c["dtype"],
-                                   c["batch_size"], c["input_len"], c["output_len"],
-                                   (c["figures"] or {}).get("output_tokens_per_j"))
-    errors = []
-    for k in ("ceiling_output_tokens_per_j", "fraction"):
-        if not _close(rf.get(k), again.get(k)):
-            errors.append(f"{c['cell_id']}: roofline {k} does not recompute")
-    return errors
-
-
-def _phase_errors(c: dict, method: str, trace) -> list[str]:
-    """A cell's phase figures by ``method``, recomputed (figures.phases) and compared."""
-    ph = c.get("phases")
-    if not isinstance(ph, dict) or not isinstance(ph.get(method), dict) or \
-            ph[method].get("reason") is not None:
-        return []
-    sub = ph.get("subtraction") or {}
-    again = F.phases(c["repeats"], sub.get("prefill_window"), c["scope"],
-                         c["batch_size"], c["input_len"], c["output_len"], trace)
-    errors = []
-    if method == "subtraction" and not _close(ph.get("ttft_s"), again["ttft_s"]):
-        errors.append(f"{c['cell_id']}: ttft_s does not recompute")
-    for k in ("prefill_j_per_input_token", "decode_j_per_output_token"):
-        if not _close(ph[method].get(k), (again.get(method) or {}).get(k)):
-            errors.append(f"{c['cell_id']}: {method} {k} does not recompute")
-    return errors
-
-
-def _safe_member(run_dir: Path, name) -> Path:
-    if not isinstance(name, str) or not name or "/" in name or "\\" in name or \
-            name in (".", "..") or name.startswith("~") or os.path.isabs(name):
-        raise Invalid(f"file reference {name!r} must be a plain name inside the run directory")
-    p = run_dir / name
-    if p.is_symlink():
-        raise Invalid(f"{name} is a link; links are not followed")
-    if p.resolve().parent != run_dir.resolve():
-        raise Invalid(f"{name} leaves the run directory")
-    return p
-
-
-def _trace_entry(doc: dict, run_dir: Path) -> Path | None:
-    t = doc["trace"]
-    if t.get("file") is None:
-        return None
-    p = _safe_member(run_dir, t["file"])
-    if not p.is_file():
-        raise Invalid(f"{t['file']} is referenced but missing")
-    if p.stat().st_size > MAX_TRACE_BYTES:
-        raise Invalid(f"{t['file']} is over the trace size cap")
-    return p
-
-
 def rule_hashes(doc: dict, run_dir: Path) -> list[str]:
     """The trace's SHA-256; a submission's manifest and signature when present."""
-    from bench.results import io
-
     errors = []
     try:
-        p = _trace_entry(doc, run_dir)
+        p = load.trace_path(doc, run_dir)
     except Invalid as exc:
         return [str(exc)]
     if p is not None and io.sha256_file(p) != doc["trace"].get("sha256"):
         errors.append(f"{p.name} does not match its recorded SHA-256")
-    if (run_dir / "manifest.json").exists():
-        from bench.results import submit
-
-        errors.extend(submit.verify(run_dir))
+    if (run_dir / manifest.MANIFEST).exists() or (run_dir / manifest.MANIFEST).is_symlink():
+        errors.extend(manifest.verify(run_dir))
     return errors
 
 
-def _read_trace(p: Path):
-    import pyarrow.parquet as pq
-
-    try:
-        table = pq.read_table(p)
-    except Exception as exc:  # pyarrow raises many types for a corrupt file
-        raise Invalid(f"{p.name} is not a readable Parquet file "
-                      f"({exc.__class__.__name__})") from None
-    from bench.results.io import TRACE_COLUMNS
-
-    missing = [c for c in TRACE_COLUMNS if c not in table.column_names]
-    if missing:
-        raise Invalid(f"{p.name} lacks column {missing[0]}")
-    return {c: table.column(c).to_numpy() for c in TRACE_COLUMNS}
+def _windows(c: dict):
+    """(name, window) for each measured window of a cell: the repeats, then the prefill one."""
+    for j, r in enumerate(c["repeats"]):
+        yield f"{c['cell_id']}#{j}", r
+    ph = c.get("phases")
+    sub = ph.get("subtraction") if isinstance(ph, dict) else None
+    if isinstance(sub, dict) and isinstance(sub.get("prefill_window"), dict):
+        yield f"{c['cell_id']}#prefill", sub["prefill_window"]
 
 
-def rule_trace(doc: dict, run_dir: Path) -> list[str]:
-    """Energies recomputed from the raw samples within 0.1%; samples monotonic."""
+def _readings(w: dict) -> list[dict]:
+    rds = w.get("readings", [])
+    if not isinstance(rds, list) or not all(isinstance(rd, dict) for rd in rds):
+        raise TypeError("readings must be a list of objects")
+    return rds
+
+
+def rule_energy(doc: dict) -> list[str]:
+    """Each window's energy per scope is the sum of that scope's readings (None if any is)."""
+    errors = []
+    for c in doc["cells"]:
+        for w, r in _windows(c):
+            rds = _readings(r)
+            for scope, e in (r.get("energy") or {}).items():
+                if not isinstance(e, dict):
+                    errors.append(f"{w}: energy.{scope} is not an object")
+                    continue
+                mine = [rd.get("energy_j") for rd in rds if rd.get("scope") == scope]
+                want = None if not mine or None in mine else math.fsum(
+                    x for x in mine if x is not None)
+                if not _close(e.get("energy_j"), want):
+                    errors.append(f"{w}: {scope} energy {e.get('energy_j')} J is not the sum "
+                                  f"of its readings ({want} J)")
+            scopes = {rd.get("scope") for rd in rds}
+            for scope in scopes - set(r.get("energy") or {}):
+                errors.append(f"{w}: readings of scope {scope} but no energy.{scope}")
+    return errors
+
+
+def _device_samples(cols: dict) -> tuple[dict, dict, list[str]]:
+    """Per device label: valid counter samples (t, e) and valid power samples (t, p)."""
     import numpy as np
 
-    from bench.kernels import trace as K
-
-    try:
-        p = _trace_entry(doc, run_dir)
-        if p is None:
-            return []
-        cols = _read_trace(p)
-    except Invalid as exc:
-        return [str(exc)]
-    errors = []
-    per_dev, power = {}, {}
+    counter, power, errors = {}, {}, []
     for idx in np.unique(cols["device_index"]):
         m = cols["device_index"] == idx
         t = cols["t_ns"][m]
         if np.any(np.diff(t) < 0):
             errors.append(f"gpu{idx}: trace timestamps go backwards")
             continue
+        # A counter that steps down was reset or wrapped: the kernels unwrap it (they add
+        # the value before the step), so a reset is accepted exactly as they read it.
         ok = cols["energy_status"][m] == 0
-        e = cols["energy_j"][m][ok]
-        if np.any(np.diff(e) < 0):
-            errors.append(f"gpu{idx}: energy counter goes backwards in the trace")
-        per_dev[f"gpu{idx}"] = (t[ok], e)
+        counter[f"gpu{idx}"] = (t[ok], cols["energy_j"][m][ok])
         pok = cols["power_status"][m] == 0
         power[f"gpu{idx}"] = (t[pok], cols["power_w"][m][pok])
+    return counter, power, errors
+
+
+def _recompute(rd: dict, t0: int, t1: int, counter: dict, power: dict) -> float | None | str:
+    """A reading's energy from the samples by its method; None where it cannot be redone.
+
+    Returns a message instead where the reading claims samples the trace does not hold.
+    """
+    from bench.kernels import trace as K
+
+    st = rd.get("stats")
+    dev = rd.get("device")
+    if not isinstance(st, dict) or rd.get("energy_j") is None:
+        return None  # no sampler ran for this reading (CPU, RAPL, estimates)
+    if rd.get("method") == "counter":
+        if dev not in counter:
+            return f"no trace for {dev}"
+        t, e = counter[dev]
+        if st.get("counter_edges") == "interpolated":
+            if not (t.size >= 2 and t[0] <= t0 and t[-1] >= t1):
+                return f"the trace of {dev} does not cover the window"
+            return K.counter_energy_j(t, e, t0, t1)
+        # The runner interpolates whenever the samples it holds (from LOOKBACK_NS before
+        # the window on) cover the window; edges read directly claim they did not.
+        near = t[t >= t0 - LOOKBACK_NS]
+        if near.size >= 2 and near[0] <= t0 and near[-1] >= t1:
+            return f"{dev} edges marked {st.get('counter_edges')!r} but the trace covers them"
+        return None
+    if rd.get("method") == "power_integration":
+        if dev not in power:
+            return f"no trace for {dev}"
+        t, p = power[dev]
+        if t.size < 2:
+            return f"too few power samples of {dev}"
+        return K.power_energy_j(t, p, t0, t1)[0]
+    return None
+
+
+def rule_trace(doc: dict, run_dir: Path) -> list[str]:
+    """Every sampled reading recomputed from the raw samples by its method within 0.1%.
+
+    Counter readings: the counter interpolated at the window edges between its update
+    times, resets unwrapped (``kernels.trace.counter_energy_j``). Power-integration
+    readings: the trapezoid integral of the valid power samples over the window
+    (``kernels.trace.power_energy_j``). Also the timeline-method phase figures.
+    """
+    try:
+        p = load.trace_path(doc, run_dir)
+        if p is None:
+            return []
+        cols = io.read_trace(p)
+    except Invalid as exc:
+        return [str(exc)]
+    counter, power, errors = _device_samples(cols)
     for c in doc["cells"]:
-        for j, r in enumerate(c["repeats"]):
-            for rd in r.get("readings", []):
-                st = rd.get("stats") or {}
-                if st.get("counter_edges") != "interpolated" or rd.get("energy_j") is None:
-                    continue
-                if rd.get("device") not in per_dev:
-                    errors.append(f"{c['cell_id']}#{j}: no trace for {rd.get('device')}")
-                    continue
-                t, e = per_dev[rd["device"]]
+        for w, r in _windows(c):
+            for rd in _readings(r):
                 try:
-                    again = K.counter_energy_j(t, e, r["t0_ns"], r["t1_ns"])
+                    again = _recompute(rd, r["t0_ns"], r["t1_ns"], counter, power)
                 except ValueError as exc:
-                    errors.append(f"{c['cell_id']}#{j}: {exc}")
+                    errors.append(f"{w}: {exc}")
                     continue
-                if not _close(rd["energy_j"], again):
-                    errors.append(f"{c['cell_id']}#{j}: {rd['device']} energy "
+                if isinstance(again, str):
+                    errors.append(f"{w}: {again}")
+                elif again is not None and not _close(rd["energy_j"], again):
+                    errors.append(f"{w}: {rd['device']} {rd['method']} energy "
                                   f"{rd['energy_j']:.6g} J, recomputed {again:.6g} J")
-        if c["device"] in power:
-            errors.extend(_phase_errors(c, "timeline", power[c["device"]]))
     return errors
 
+
+def _plan(doc: dict) -> dict[tuple, str]:
+    """The planned cells {(device, model, dtype, batch, input, output, engine): cell_id}.
+
+    ``bench.sweep.plan`` over the document's configuration and devices.
+
+    Raises:
+        ValueError: the configuration is not a sweep this harness can plan.
+    """
+    try:
+        config = SweepConfig.from_dict(doc["config"])
+    except BenchError as exc:
+        raise ValueError(str(exc)) from None
+    devs = [Device.from_dict(d) for d in doc["devices"]]
+    return {(x.device.label, x.model, x.dtype, x.batch_size, x.input_len, x.output_len,
+             x.engine): x.cell_id for x in plan(config, devs)}
+
+
+def _key(c: dict) -> tuple:
+    return (c["device"], c["model"], c["dtype"], c["batch_size"], c["input_len"],
+            c["output_len"], _engine_name(c))
+
+
+def rule_plan(doc: dict) -> list[str]:
+    """The cells are the configured sweep: none extra, none twice, none missing unexplained.
+
+    A complete run has every planned cell (an ``oom`` or ``skipped`` status explains one
+    without figures; ``skipped`` needs an ``oom`` at a smaller batch of the same model and
+    lengths); an interrupted or failed run may lack cells. Ids match their fields.
+    """
+    for k in ("models", "batch_sizes", "input_lens", "output_lens"):
+        v = doc["config"].get(k)
+        if not isinstance(v, list) or not v:
+            return [f"config.{k} is not a non-empty list"]
+    planned = _plan(doc)
+    errors, seen = [], set()
+    for c in doc["cells"]:
+        key = _key(c)
+        if key not in planned:
+            errors.append(f"{c['cell_id']}: not in the configured sweep")
+        elif c["cell_id"] != planned[key]:
+            errors.append(f"{c['cell_id']}: id does not match its fields ({planned[key]})")
+        if key in seen:
+            errors.append(f"{c['cell_id']}: appears twice")
+        seen.add(key)
+        if c["status"] == "ok" and not c["repeats"]:
+            errors.append(f"{c['cell_id']}: status ok without repeats")
+        if c["status"] != "ok" and c["figures"] is not None:
+            errors.append(f"{c['cell_id']}: status {c['status']} with figures")
+        if c["status"] == "skipped":
+            group = (key[0], key[1], key[2], key[4], key[5])
+            if not any(o["status"] == "oom" and (o["device"], o["model"], o["dtype"],
+                       o["input_len"], o["output_len"]) == group and
+                       o["batch_size"] < c["batch_size"] for o in doc["cells"]):
+                errors.append(f"{c['cell_id']}: skipped without an oom at a smaller batch")
+    missing = [cid for k, cid in planned.items() if k not in seen]
+    if missing and doc["status"] == "complete":
+        errors.append(f"{len(missing)} planned cell(s) missing from a complete run: "
+                      f"{', '.join(missing[:3])}")
+    return errors
 
 def _device_kind(doc: dict, label: str) -> tuple[str, dict]:
     for d in doc["devices"]:
@@ -400,10 +439,30 @@ def _device_kind(doc: dict, label: str) -> tuple[str, dict]:
     return ("cuda" if label.startswith("gpu") else "cpu"), {}
 
 
+def _window_time_errors(w: str, r: dict) -> list[str]:
+    """A window's edges in order and its duration_s equal to them."""
+    t0, t1, dur = r.get("t0_ns"), r.get("t1_ns"), r.get("duration_s")
+    if not isinstance(t0, int) or not isinstance(t1, int) or isinstance(t0, bool) or \
+            isinstance(t1, bool) or not isinstance(dur, (int, float)) or isinstance(dur, bool):
+        return [f"{w}: t0_ns, t1_ns and duration_s must be numbers"]
+    if not t0 < t1:
+        return [f"{w}: window ends before it starts"]
+    if dur <= 0 or not math.isclose(dur, (t1 - t0) * 1e-9, rel_tol=1e-9, abs_tol=1e-9):
+        return [f"{w}: duration_s {dur:.6g} does not match its timestamps "
+                f"({(t1 - t0) * 1e-9:.6g} s)"]
+    return []
+
+
 def rule_physics(doc: dict) -> list[str]:
-    """Power within 1.5x TDP, throughput under the FLOP roofline, windows and tokens sane."""
+    """Power within 1.5x TDP, throughput under the FLOP roofline, windows and tokens sane.
+
+    The FLOP ceiling counts a model's active parameters (a mixture of experts uses k of E).
+    Every window (the repeats and the prefill-only one) has t0 < t1 and a duration equal
+    to its timestamps.
+    """
     from bench import models
     from bench.devices import specs
+    from bench.models import arithmetic
 
     errors = []
     min_window = doc["config"].get("min_window_s")
@@ -414,13 +473,14 @@ def rule_physics(doc: dict) -> list[str]:
         floor_s = min_window if isinstance(min_window, (int, float)) else DEVICE_DEFAULTS[
             "cuda" if kind == "cuda" else "cpu"].min_window_s
         last_t1 = None
-        for j, r in enumerate(c["repeats"]):
-            w = f"{c['cell_id']}#{j}"
-            if not r["t0_ns"] < r["t1_ns"]:
-                errors.append(f"{w}: window ends before it starts")
-            elif not math.isclose(r["duration_s"], (r["t1_ns"] - r["t0_ns"]) * 1e-9,
-                                  rel_tol=1e-9, abs_tol=1e-9):
-                errors.append(f"{w}: duration_s does not match its timestamps")
+        for w, r in _windows(c):
+            errors.extend(_window_time_errors(w, r))
+            if w.endswith("#prefill"):  # one-token calls after the repeats
+                if r.get("output_tokens") != r.get("generate_calls", 0) * c["batch_size"] \
+                        or r.get("input_tokens") != r.get("generate_calls", 0) * \
+                        c["batch_size"] * c["input_len"]:
+                    errors.append(f"{w}: token counts are not calls x batch x length")
+                continue
             if last_t1 is not None and r["t0_ns"] < last_t1:
                 errors.append(f"{w}: windows overlap or go back in time")
             last_t1 = r["t1_ns"]
@@ -441,8 +501,9 @@ def rule_physics(doc: dict) -> list[str]:
             errors.append(f"{c['cell_id']}: mean power {p:.4g} W is over 1.5 x TDP {tdp:g} W")
         n_params = None
         if spec and c["scope"] == "gpu" and c["model"] in models.builtin_names():
-            n_params = models.get(c["model"]).parameter_count()
-        if n_params:
+            # a token of a mixture-of-experts model touches only its active parameters
+            n_params = arithmetic.of(models.get(c["model"]), c["dtype"]).n_active
+        if n_params and spec:
             tps_max = spec.bf16_flops / (2 * n_params)  # each token needs >= 2N FLOPs
             tps = f.get("output_tokens_per_s")
             if tps is not None and tps > tps_max:
@@ -491,22 +552,36 @@ def rule_provenance(doc: dict) -> list[str]:
     return errors
 
 
-def rule_estimates(doc: dict) -> list[str]:
-    """An estimate is labelled as one wherever it appears."""
+def rule_labels(doc: dict) -> list[str]:
+    """Method labels: a cell's is its repeats' weakest, a scope's is its readings' weakest.
+
+    estimate < power_integration < counter. An estimate is labelled as one wherever it
+    appears.
+    """
     errors = []
     for c in doc["cells"]:
-        methods = {r["energy"].get(c["scope"], {}).get("method") for r in c["repeats"]}
-        if "estimate" in methods and c["energy_method"] != "estimate":
-            errors.append(f"{c['cell_id']}: estimated energy labelled {c['energy_method']!r}")
-        for r in c["repeats"]:
-            for rd in r.get("readings", []):
-                if isinstance(rd, dict) and rd.get("source", "").find("estimate") >= 0 \
-                        and rd.get("method") != "estimate":
-                    errors.append(f"{c['cell_id']}: {rd['source']} not labelled an estimate")
+        methods = [r["energy"].get(c["scope"], {}).get("method") for r in c["repeats"]]
+        want = F.weakest_method(methods)
+        if c["energy_method"] != want:
+            errors.append(f"{c['cell_id']}: energy_method {c['energy_method']!r}, its "
+                          f"repeats' weakest is {want!r}")
+        for w, r in _windows(c):
+            rds = _readings(r)
+            for scope, e in (r.get("energy") or {}).items():
+                got = e.get("method") if isinstance(e, dict) else None
+                wanted = F.weakest_method(rd.get("method") for rd in rds
+                                          if rd.get("scope") == scope)
+                if got != wanted:
+                    errors.append(f"{w}: {scope} method {got!r}, its readings' weakest is "
+                                  f"{wanted!r}")
+            for rd in rds:
+                if "estimate" in str(rd.get("source", "")) and rd.get("method") != "estimate":
+                    errors.append(f"{w}: {rd.get('source')} not labelled an estimate")
     return errors
 
 
-RULES = ("schema", "hashes", "figures", "trace", "physics", "provenance", "estimates")
+RULES = ("schema", "hashes", "figures", "energy", "trace", "plan", "physics", "provenance",
+         "labels")
 
 
 def validate(path: Path | str) -> list[Check]:
@@ -523,14 +598,16 @@ def validate(path: Path | str) -> list[Check]:
     if errs:
         return out  # the other rules need the structure
     for name, fn, args in (("hashes", rule_hashes, (doc, run_dir)),
-                           ("figures", rule_figures, (doc,)),
+                           ("figures", rule_figures, (doc, run_dir)),
+                           ("energy", rule_energy, (doc,)),
                            ("trace", rule_trace, (doc, run_dir)),
+                           ("plan", rule_plan, (doc,)),
                            ("physics", rule_physics, (doc,)),
                            ("provenance", rule_provenance, (doc,)),
-                           ("estimates", rule_estimates, (doc,))):
+                           ("labels", rule_labels, (doc,))):
         try:
             errs = fn(*args)
-        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        except (LookupError, TypeError, ValueError, AttributeError, ArithmeticError) as exc:
             errs = [f"cannot check ({exc.__class__.__name__}: {exc})"]
         out.append(Check(name, not errs, "; ".join(errs[:3]) + (
             f" (+{len(errs) - 3} more)" if len(errs) > 3 else "") if errs else "ok"))
