@@ -47,6 +47,14 @@ def _positive_float(text: str) -> float:
     return v
 
 
+def _number(text: str) -> float:
+    """A number; its range is the library's to check."""
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+
+
 def _count(text: str) -> int:
     try:
         v = int(text)
@@ -194,6 +202,9 @@ def build_parser() -> argparse.ArgumentParser:
     tb.add_argument("--format", choices=("csv", "parquet", "json", "markdown"), default=None,
                     help="output format (default: from --out's extension, else csv)")
     tb.add_argument("--out", default=None, help="write to this file instead of stdout")
+    tb.add_argument("--no-reference", action="store_true",
+                    help="leave out the ML.ENERGY reference rows (results/reference/), which "
+                    "are included by default")
     tb.set_defaults(func=cmd_table)
 
     im = sub.add_parser("import", help="convert published measurements into table rows",
@@ -220,23 +231,29 @@ def build_parser() -> argparse.ArgumentParser:
                     "china-grid-reference)")
     ec.add_argument("--format", choices=("table", "csv", "json"), default="table",
                     help="table (default), csv or json (a list of row objects)")
-    ec.add_argument("--price-rmb-per-mtok", type=_positive_float, default=None,
-                    help="one output-token price for every row (default: by model class)")
-    ec.add_argument("--elec-rmb-per-kwh", type=_positive_float, default=None,
-                    help="electricity price override")
-    ec.add_argument("--pue", type=_positive_float, default=None, help="PUE override")
-    ec.add_argument("--gpu-share", type=_positive_float, default=None,
-                    help="GPU share of IT power override")
-    ec.add_argument("--utilization", type=_positive_float, default=None,
-                    help="fraction of hours serving override")
-    ec.add_argument("--cost-of-capital", type=float, default=None,
-                    help="cost of capital per year override")
-    ec.add_argument("--years", type=_positive_float, default=None,
-                    help="depreciation life override")
-    ec.add_argument("--capex-rmb-per-gpu", type=_positive_float, default=None,
+    # Values are parsed here and checked in one place, the scenario (bench.econ.scenario).
+    ec.add_argument("--price-rmb-per-mtok", type=_number, default=None,
+                    help="one output-token price for every row (default: by model class from "
+                    "the model's size)")
+    ec.add_argument("--elec-rmb-per-kwh", type=_number, default=None,
+                    help="electricity price override; on a scenario with an energy mix it "
+                    "replaces the blended price (a note on stderr says so)")
+    ec.add_argument("--pue", type=_number, default=None, help="PUE override (>= 1)")
+    ec.add_argument("--gpu-share", type=_number, default=None,
+                    help="GPU share of IT power override, in (0, 1]")
+    ec.add_argument("--utilization", type=_number, default=None,
+                    help="fraction of hours serving override, in (0, 1]")
+    ec.add_argument("--cost-of-capital", type=_number, default=None,
+                    help="cost of capital per year override (>= 0)")
+    ec.add_argument("--years", type=_number, default=None,
+                    help="depreciation life override (> 0)")
+    ec.add_argument("--capex-rmb-per-gpu", type=_number, default=None,
                     help="server price per GPU override (default: by device name)")
-    ec.add_argument("--fx", type=_positive_float, default=None,
+    ec.add_argument("--fx", type=_number, default=None,
                     help="CNY per USD override")
+    ec.add_argument("--no-reference", action="store_true",
+                    help="leave out the ML.ENERGY reference rows (results/reference/), which "
+                    "are included by default")
     ec.set_defaults(func=cmd_econ)
 
     rp = sub.add_parser("report", help="plots and a self-contained HTML report",
@@ -506,7 +523,9 @@ def cmd_table(args: argparse.Namespace) -> int:
     from bench.results import table
 
     fmt = table.format_for(args.out, args.format)
-    text = table.write_table(table.load_table(args.paths), fmt, args.out)
+    df = table.load_table(_table_paths(args.paths, ["results"]),
+                          include_reference=not args.no_reference)
+    text = table.write_table(df, fmt, args.out)
     if text is not None:
         sys.stdout.write(text)
     return 0
@@ -518,7 +537,12 @@ def cmd_import(args: argparse.Namespace) -> int:
 
     from bench.results import mlenergy, table
 
-    rows = [r for f in args.files for r in mlenergy.rows_from_mlenergy(f)]
+    rows = []
+    for f in args.files:
+        try:
+            rows.extend(mlenergy.rows_from_mlenergy(f))
+        except mlenergy.NotTokens as exc:
+            print(f"skipped {exc}", file=sys.stderr)
     df = pd.DataFrame(rows, columns=list(table.COLUMN_NAMES))
     text = table.write_table(df, table.format_for(args.out, None), args.out)
     if text is not None:
@@ -543,23 +567,20 @@ def cmd_econ(args: argparse.Namespace) -> int:
             for k, p in sc.params.items():
                 print(f"  {k} = {p.value:g} [{p.low:g}, {p.high:g}]  {p.source}")
         return 0
-    name = args.scenario or "china-grid-reference"
-    if args.utilization is not None and args.utilization > 1:
-        raise BenchError("--utilization must be at most 1")
-    if args.gpu_share is not None and args.gpu_share > 1:
-        raise BenchError("--gpu-share must be at most 1")
-    if args.pue is not None and args.pue < 1:
-        raise BenchError("--pue must be 1 or more")
-    sc = econ.load(name, fx_usd_cny=args.fx)
+    sc = econ.load(args.scenario or econ.DEFAULT_SCENARIO, fx_usd_cny=args.fx)
     overrides = {k: v for k, v in (
         ("elec_rmb_per_kwh", args.elec_rmb_per_kwh), ("pue", args.pue),
         ("gpu_share_of_it_power", args.gpu_share), ("utilization", args.utilization),
         ("cost_of_capital", args.cost_of_capital), ("depreciation_years", args.years))
         if v is not None}
     sc = sc.with_values(**overrides) if overrides else sc
-    paths = rest or ["results"]
+    for note in sc.notes:
+        print(note, file=sys.stderr)
+    with_ref = not args.no_reference
+    paths = _table_paths(rest, ["results"])
     if action == "check-claim":
-        table = load_table(paths) if rest or _has_results(paths) else None
+        table = load_table(paths, include_reference=with_ref) if (rest or with_ref or
+                                                                  _has_results(paths)) else None
         needed, rows = econ.check_claim(table if table is not None and len(table) else None,
                                         scenario=sc)
         a = needed.attrs
@@ -571,17 +592,12 @@ def cmd_econ(args: argparse.Namespace) -> int:
         if rows is not None:
             _emit(rows, args.format)
         return 0
-    table = load_table(paths)
+    table = load_table(paths, include_reference=with_ref)
     if not len(table):
-        raise BenchError(f"no rows in {' '.join(paths)}: run bench run or bench import first")
+        raise BenchError(f"no rows in {' '.join(paths) or 'results/'}: run bench run or "
+                         "bench import first")
     if action == "sensitivity":
-        v = econ.value_per_kwh(table, sc)
-        ok = v[v["tokens_per_j"].notna()]
-        if not len(ok):
-            raise BenchError("no row with a tokens/J figure")
-        measured = ok[~ok["estimate"]]
-        pick = (measured if len(measured) else ok)
-        best = table.loc[pick["tokens_per_j"].astype(float).idxmax()].to_dict()
+        best = econ.sensitivity_row(table)
         print(f"row: {best['device_name']} {best['model']} batch {best['batch_size']} "
               f"({best['energy_method']}), scenario {sc.name}")
         for metric in ("allin_cost_rmb_per_mtok", "revenue_rmb_per_kwh"):
@@ -609,6 +625,13 @@ def _has_results(paths) -> bool:
     from pathlib import Path
 
     return all(Path(p).exists() for p in paths)
+
+
+def _table_paths(given: list[str], default: list[str]) -> list[str]:
+    """The paths named, else the default ones that exist (a fresh clone may lack them)."""
+    from pathlib import Path
+
+    return list(given) if given else [p for p in default if Path(p).exists()]
 
 
 def _emit(df, fmt: str) -> None:
