@@ -196,9 +196,9 @@ def build_parser() -> argparse.ArgumentParser:
                         description="Collect result documents (files, run directories, "
                         "folders searched for result.json) and table files into one row "
                         "per cell with the documented columns.")
-    tb.add_argument("paths", nargs="*", default=["results"],
+    tb.add_argument("paths", nargs="*", default=[],
                     help="result.json files, run directories, folders, .csv/.parquet "
-                    "tables (default results/)")
+                    "tables (default results/ where it exists)")
     tb.add_argument("--format", choices=("csv", "parquet", "json", "markdown"), default=None,
                     help="output format (default: from --out's extension, else csv)")
     tb.add_argument("--out", default=None, help="write to this file instead of stdout")

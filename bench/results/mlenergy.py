@@ -38,7 +38,8 @@ def rows_from_mlenergy(path: Path | str) -> list[dict]:
     if not isinstance(doc, dict) or not isinstance(doc.get("configurations"), list):
         raise BenchError(f"{path}: not an ML.ENERGY model file (no configurations)")
     confs = [c for c in doc["configurations"] if isinstance(c, dict)]
-    if confs and not any("energy_per_token_joules" in c for c in confs):
+    per = {k for c in confs for k in c if k.startswith("energy_per_")}
+    if per and "energy_per_token_joules" not in per:
         raise NotTokens(f"{path}: task {doc.get('task', '?')} has no energy per token "
                         "(a diffusion model: energy per image or video)")
     model = str(doc.get("model_id", path.stem))
