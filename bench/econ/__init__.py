@@ -56,7 +56,8 @@ OUTPUT_COLUMNS = (
      "power is there (scenarios with follow_supply)"),
     ("firming_beats_idling", "True where the firmed mix costs less per token than following "
      "supply"),
-    ("best_batch", "True for the batch with the highest revenue per kWh of its device and model"),
+    ("best_batch", "True for the batch with the highest revenue per kWh of its device, model "
+     "and run"),
 )
 OUTPUT_COLUMN_NAMES = tuple(c for c, _ in OUTPUT_COLUMNS)
 
