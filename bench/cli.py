@@ -616,6 +616,14 @@ def cmd_econ(args: argparse.Namespace) -> int:
         console.print_table(console.econ_table(v, sc.name))
         if v["estimate"].any():
             print("rows marked estimate: their energy is an estimate, not a measurement.")
+        node = v[v["meter_basis"] == "measured node"]
+        if len(node):
+            share = node["gpu_share_measured"].dropna()
+            measured = (f"GPU share of node power measured {share.min():.2f}-{share.max():.2f}"
+                        if len(share) else "no GPU share measured")
+            print(f"{len(node)} rows brought to the meter with measured node energy x PUE "
+                  f"{sc.value('pue'):g}; {measured}, assumed "
+                  f"{sc.value('gpu_share_of_it_power'):g} for the others.")
     else:
         _emit(v, args.format)
     return 0

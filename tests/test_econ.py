@@ -368,3 +368,41 @@ def test_measured_node_energy_by_hand():
         a = v.iloc[i]
         assert "GPU share" in a["meter_basis"] and pd.isna(a["gpu_share_measured"])
         assert a["revenue_rmb_per_kwh"] == pytest.approx(18.0 / (1.25 / 0.55))
+
+
+def test_node_scope_rows_and_the_cli_line(tmp_path, capsys):
+    v = econ.value_per_kwh([row(scope="node", output_tokens_per_j=5.0)], "china-west-dc")
+    assert v.iloc[0]["meter_basis"] == "measured node"
+    assert v.iloc[0]["tokens_per_kwh"] == pytest.approx(5.0 / 1.25 * 3.6e6)
+    assert pd.isna(v.iloc[0]["gpu_share_measured"])  # no GPU figure to compare with
+    rows = [{**row(), "node_tokens_per_j": 4.0}, row(batch_size=8)]
+    t = tmp_path / "t.csv"
+    pd.DataFrame(rows).to_csv(t, index=False)  # a table with the extra column
+    from bench.results.table import COLUMN_NAMES
+
+    df = pd.read_csv(t)
+    assert set(COLUMN_NAMES) - set(df.columns) == set(COLUMN_NAMES) - set(row())
+    v = econ.value_per_kwh(df, "china-west-dc")
+    assert list(v["meter_basis"] == "measured node") == [True, False]
+
+
+def test_sensitivity_row_prefers_measured_then_own_rows():
+    rows = [row(output_tokens_per_j=50.0, source="external:ml.energy"),
+            row(output_tokens_per_j=99.0, energy_method="estimate"),
+            row(output_tokens_per_j=20.0, batch_size=8)]
+    assert econ.sensitivity_row(rows)["batch_size"] == 8
+    assert econ.sensitivity_row(rows[:2])["source"] == "external:ml.energy"
+    with pytest.raises(BenchError):
+        econ.sensitivity_row([row(output_tokens_per_j=None)])
+
+
+def test_cli_reports_measured_next_to_assumed_share(monkeypatch, capsys):
+    import bench.results
+
+    table = pd.DataFrame([{**row(), "node_tokens_per_j": 4.0}, row(batch_size=8)])
+    monkeypatch.setattr(bench.results, "load_table", lambda paths, include_reference: table)
+    assert main(["econ", "--scenario", "china-west-dc"]) == 0
+    out = capsys.readouterr().out
+    # 4 / 10: GPU energy is 40% of node energy for the same tokens; assumed 0.55
+    assert ("1 rows brought to the meter with measured node energy x PUE 1.25; GPU share "
+            "of node power measured 0.40-0.40, assumed 0.55 for the others.") in out

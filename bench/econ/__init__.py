@@ -97,6 +97,8 @@ def _row_value(row: dict, sc: Scenario, price_rmb_per_mtok: float | None,
     if node_tpj is not None and node_tpj <= 0:
         node_tpj = None
     scope = row.get("scope") or "gpu"
+    if scope == "node" and node_tpj is None and tpj is not None and tpj > 0:
+        node_tpj = tpj  # the row's own energy is the node's
     out = {k: row.get(k) for k in ("source", "device_name", "num_devices", "model",
                                    "batch_size", "input_len", "output_len", "scope",
                                    "energy_method")}
@@ -203,7 +205,8 @@ def value_per_kwh(table, scenario: Scenario | str, price_rmb_per_mtok: float | N
 
 
 def sensitivity_row(table) -> dict:
-    """The row ``bench econ sensitivity`` varies: the highest tokens/J, measured first.
+    """The row ``bench econ sensitivity`` varies: the highest tokens/J, measured rows
+    first, then ours before imported (reference) rows.
 
     Raises:
         BenchError: no ``ok`` row has a tokens/J figure.
@@ -213,8 +216,10 @@ def sensitivity_row(table) -> dict:
             and (_finite(r.get("output_tokens_per_j")) or 0) > 0]
     if not rows:
         raise BenchError("no row with a tokens/J figure")
-    measured = [r for r in rows if r.get("energy_method") != "estimate"]
-    return max(measured or rows, key=lambda r: float(r["output_tokens_per_j"]))
+    # measured before estimated, then our own rows before imported ones
+    return max(rows, key=lambda r: (r.get("energy_method") != "estimate",
+                                    r.get("source", "joulebench") == "joulebench",
+                                    float(r["output_tokens_per_j"])))
 
 
 TORNADO_METRICS = ("allin_cost_rmb_per_mtok", "revenue_rmb_per_kwh", "margin_rmb_per_kwh")

@@ -178,6 +178,10 @@ def parse(d: dict, origin: str, fx_usd_cny: float | None = None) -> Scenario:
     """
     base = defaults()
     fx = _param(d.get("fx_usd_cny", base["fx_usd_cny"]), origin, "fx_usd_cny")
+    try:
+        check_value("fx_usd_cny", fx.low)
+    except BenchError as exc:
+        raise BenchError(f"scenario {origin}: {exc}") from None
     if fx_usd_cny is not None:
         fx_usd_cny = check_value("fx_usd_cny", fx_usd_cny)
         fx = replace(fx, value=float(fx_usd_cny), low=min(fx.low, fx_usd_cny),
@@ -238,6 +242,8 @@ def parse(d: dict, origin: str, fx_usd_cny: float | None = None) -> Scenario:
         rte = _num(m.get("round_trip_efficiency", 1.0), origin, f"mix[{i}].round_trip")
         if not 0 < rte <= 1:
             raise BenchError(f"scenario {origin}: mix entry {i}: round trip must be in (0, 1]")
+        if not 0 <= _num(m["share"], origin, f"mix[{i}].share") <= 1:
+            raise BenchError(f"scenario {origin}: mix entry {i}: share must be in [0, 1]")
         mix.append({"source": str(m.get("source", f"source{i}")),
                     "share": _num(m["share"], origin, f"mix[{i}].share"),
                     "rmb_per_kwh": rmb, "low_rmb_per_kwh": low, "high_rmb_per_kwh": high,
