@@ -566,6 +566,12 @@ def cmd_econ(args: argparse.Namespace) -> int:
             print(f"{name}: {sc.description}")
             for k, p in sc.params.items():
                 print(f"  {k} = {p.value:g} [{p.low:g}, {p.high:g}]  {p.source}")
+            for cls, p in sc.prices.items():
+                print(f"  price {cls} = {p.value:.4g} RMB/Mtok [{p.low:.4g}, {p.high:.4g}]  "
+                      f"{p.source}")
+            for m in sc.mix:
+                print(f"  mix {m['source']}: share {m['share']:g}, {m['rmb_per_kwh']:.4g} RMB/kWh "
+                      f"[{m['low_rmb_per_kwh']:.4g}, {m['high_rmb_per_kwh']:.4g}]")
         return 0
     sc = econ.load(args.scenario or econ.DEFAULT_SCENARIO, fx_usd_cny=args.fx)
     overrides = {k: v for k, v in (

@@ -406,3 +406,23 @@ def test_cli_reports_measured_next_to_assumed_share(monkeypatch, capsys):
     # 4 / 10: GPU energy is 40% of node energy for the same tokens; assumed 0.55
     assert ("1 rows brought to the meter with measured node energy x PUE 1.25; GPU share "
             "of node power measured 0.40-0.40, assumed 0.55 for the others.") in out
+
+
+@pytest.mark.parametrize("extra", [
+    '\n[price_classes]\ndense = [{ max_total_b = 16, class = "nope" }]\n'
+    'moe = [{ class = "mid" }]\n',
+    '\n[price_classes]\ndense = [{ max_total_b = 16, class = "small" }]\n'
+    'moe = [{ class = "mid" }]\n',  # the last rule must take every larger model
+    '\n[model_params]\n"x-1" = { total_b = 3, active_b = 5 }\n',
+    '\n[prices]\nsmall = { rmb_per_mtok = -1 }\n',
+    '\nfx_usd_cny = { value = 0 }\n'])
+def test_bad_scenario_pricing_sections_are_one_line(tmp_path, extra):
+    base = (resources.files("bench.econ") / "scenarios" / "china-west-dc.toml").read_text()
+    if extra.startswith("\nfx"):
+        base = extra + base
+        extra = ""
+    bad = tmp_path / "bad.toml"
+    bad.write_text(base + extra)
+    with pytest.raises(BenchError) as exc:
+        econ.load(str(bad))
+    assert "\n" not in str(exc.value) and str(bad) in str(exc.value)
