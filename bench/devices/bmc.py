@@ -3,10 +3,13 @@
 The node scope is the whole chassis as its BMC measures it: CPUs, memory, GPUs, fans,
 NICs, disks and the power supplies' losses. A BMC refreshes its reading about once a
 second, so each source polls on its own thread at ``period_s`` (default 1 s) and
-``read_j()`` returns cumulative joules: the BMC's energy counter interpolated to the read
-time where it has one (method ``counter``), else the sampled power integrated with the
-trapezoid rule, the power interpolated linearly to the read time (``power_integration``).
-A power step between two samples then costs at most step x period / 2 in a window.
+``energy_j_at(t_ns)`` gives cumulative joules at a time: the BMC's energy counter
+interpolated between the samples around it where the BMC has one (method ``counter``),
+else the sampled power integrated with the trapezoid rule, the power interpolated
+linearly (``power_integration``); a power step between two samples costs at most
+step x period / 2 in a window. ``read_j()`` (the meter's EnergySource call) answers at
+once with the energy now, holding the last sample's power past it: exact while the load
+is level across the edge, as window edges are kept.
 
 A BMC that stops answering (or answers nonsense) makes ``read_j()`` raise
 :class:`~bench.errors.SensorError`, so the meter records null with the reason. Bad
@@ -109,8 +112,9 @@ class SampledNodeSource:
             SensorError.
         method: ``counter`` (samples carry ``energy_j``) or ``power_integration``.
         period_s: time between polls (about 1 s: BMCs refresh no faster).
-        max_gap_s: a gap between samples longer than this inside a window makes the read
-            fail (the BMC stopped answering); default 3 periods + the request timeout.
+        max_gap_s: a last sample older than this, or a gap between samples longer than
+            this inside a window, makes the read fail (the BMC stopped answering); default
+            3 periods + the request timeout.
     """
 
     scope = "node"
@@ -215,49 +219,69 @@ class SampledNodeSource:
             return [Sample(*x) for x in zip(self._t, self._p, self._e, self._lat, strict=True)]
 
     def energy_j_at(self, t_ns: int, timeout_s: float | None = None) -> float:
-        """Cumulative J at monotonic time ``t_ns``, waiting for a sample past it.
+        """Cumulative J at monotonic time ``t_ns``, interpolated between the samples around it.
+
+        Waits up to ``timeout_s`` (default ``max_gap_s``) for a sample past ``t_ns``; with
+        ``timeout_s = 0`` it returns at once, holding the last sample's power (or the
+        counter's last rate) past it, which is exact while the power stays level and off
+        by at most the change in power x the sample's age otherwise. A meter can read a
+        window's edges this way after the window, as it does the GPU sampler's traces.
 
         Raises:
-            SensorError: no sample before ``t_ns``, none after it within ``timeout_s``
-                (default ``max_gap_s``), or a gap longer than ``max_gap_s`` since the last
-                read (the BMC stopped answering for a while).
+            SensorError: no sample before ``t_ns``; none past it within ``timeout_s``; the
+                last sample older than ``max_gap_s`` (the BMC stopped answering); or a gap
+                longer than ``max_gap_s`` since the previous read.
         """
         timeout_s = self.max_gap_s if timeout_s is None else timeout_s
         with self._cond:
-            ok = self._cond.wait_for(lambda: bool(self._t) and self._t[-1] >= t_ns,
-                                     timeout=timeout_s)
-            if not ok:
-                why = self._error or "no answer"
-                raise SensorError(f"{self.name}: no BMC reading past the read time within "
-                                  f"{timeout_s:g} s ({why})")
-            if t_ns < self._t[0]:
+            if timeout_s > 0 and not self._cond.wait_for(
+                    lambda: bool(self._t) and self._t[-1] >= t_ns, timeout=timeout_s):
+                why = f" ({self._error})" if self._error else ""
+                raise SensorError(f"{self.name}: no BMC reading past the edge within "
+                                  f"{timeout_s:g} s{why}")
+            if not self._t or t_ns < self._t[0]:
                 raise SensorError(f"{self.name}: read before the first BMC sample")
-            k = bisect.bisect_right(self._t, t_ns) - 1  # sample at or before t
+            age_s = (t_ns - self._t[-1]) / _NS
+            if age_s > self.max_gap_s:
+                why = f" ({self._error})" if self._error else ""
+                raise SensorError(f"{self.name}: no BMC reading for {age_s:.1f} s{why}")
+            k = bisect.bisect_right(self._t, t_ns) - 1  # the sample at or before t
             since = self._last_read_ns if self._last_read_ns is not None else t_ns
             lo = max(0, bisect.bisect_right(self._t, since) - 1)
-            gaps = [b - a for a, b in zip(self._t[lo:k + 2], self._t[lo + 1:k + 2],
+            gaps = [b - a for a, b in zip(self._t[lo:k + 1], self._t[lo + 1:k + 1],
                                           strict=False)]
             if gaps and max(gaps) > self.max_gap_s * _NS:
                 raise SensorError(f"{self.name}: the BMC did not answer for "
                                   f"{max(gaps) / _NS:.1f} s inside the window")
-            if self._t[k] == t_ns or k + 1 >= len(self._t):
-                return self._e[k]
-            t0, t1 = self._t[k], self._t[k + 1]
+            return self._energy_at(k, t_ns)
+
+    def _energy_at(self, k: int, t_ns: int) -> float:
+        """Energy at t from sample k (at or before t) and the next one, if any."""
+        if self._t[k] == t_ns:
+            return self._e[k]
+        t0 = self._t[k]
+        if k + 1 < len(self._t):  # interpolate
+            t1 = self._t[k + 1]
             f = (t_ns - t0) / (t1 - t0)
             if self.method == "counter":
                 return self._e[k] + f * (self._e[k + 1] - self._e[k])
             p0, p1 = self._p[k], self._p[k + 1]
             p_t = p0 + f * (p1 - p0)
             return self._e[k] + (p0 + p_t) / 2 * (t_ns - t0) / _NS
+        # past the last sample: hold its power (a counter: its power, else its last rate)
+        p = self._p[k]
+        if p != p and k > 0:  # a counter without a power reading
+            p = (self._e[k] - self._e[k - 1]) / ((self._t[k] - self._t[k - 1]) / _NS)
+        return self._e[k] + (0.0 if p != p else p) * (t_ns - t0) / _NS
 
     def read_j(self) -> float:
-        """Cumulative J now (interpolated; blocks up to about one period for the next sample).
+        """Cumulative J now; returns at once (past the last sample: its power held).
 
         Raises:
             SensorError: the BMC stopped answering or answered nonsense (see energy_j_at).
         """
         t = self._clock_ns()
-        e = self.energy_j_at(t)
+        e = self.energy_j_at(t, timeout_s=0)
         self._last_read_ns = t
         return e
 
@@ -425,10 +449,13 @@ class RedfishNodeSource(SampledNodeSource):
         insecure: do not verify the BMC's TLS certificate (self-signed BMCs).
         ca_file: a CA bundle to verify the BMC's certificate with.
         period_s: polling period (about 1 s).
+        max_gap_s: how long the BMC may be silent before reads fail (default 3 periods +
+            the 2 s request timeout).
     """
 
     def __init__(self, url: str, creds: Credentials | None = None, insecure: bool = False,
                  ca_file: str | None = None, period_s: float = DEFAULT_PERIOD_S,
+                 max_gap_s: float | None = None,
                  clock_ns: Callable[[], int] = time.monotonic_ns) -> None:
         target = parse_redfish_url(url)
         self.client = RedfishClient(target, creds or credentials(), insecure, ca_file)
@@ -444,7 +471,7 @@ class RedfishNodeSource(SampledNodeSource):
         super().__init__(f"redfish-{target.host}", f"node:{target.host}",
                          f"Redfish {where} ({field}), TLS "
                          f"{'not verified' if insecure else 'verified'}", method,
-                         self._read, period_s, clock_ns=clock_ns)
+                         self._read, period_s, max_gap_s, clock_ns)
         self.start()
 
     def _chassis(self, chassis_id: str | None) -> str:
@@ -525,7 +552,8 @@ class IpmiNodeSource(SampledNodeSource):
     """
 
     def __init__(self, url: str = "ipmi://", creds: Credentials | None = None,
-                 period_s: float = DEFAULT_PERIOD_S, ipmitool: str = "ipmitool",
+                 period_s: float = DEFAULT_PERIOD_S, max_gap_s: float | None = None,
+                 ipmitool: str = "ipmitool",
                  clock_ns: Callable[[], int] = time.monotonic_ns) -> None:
         host, port = parse_ipmi_url(url)
         exe = shutil.which(ipmitool)
@@ -544,7 +572,7 @@ class IpmiNodeSource(SampledNodeSource):
         where = host or "local"
         super().__init__(f"ipmi-{where}", f"node:{where}",
                          f"IPMI DCMI power reading ({where})", "power_integration",
-                         self._read, period_s, clock_ns=clock_ns)
+                         self._read, period_s, max_gap_s, clock_ns)
         self.start()
 
     def _read(self) -> Sample:
