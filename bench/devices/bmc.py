@@ -105,7 +105,7 @@ class Sample:
 
 
 class SampledNodeSource:
-    """An energy source fed by a polling thread; subclasses supply ``_poll()``.
+    """An energy source (scope ``node``) fed by a thread that calls ``poll`` every period.
 
     Args:
         poll: returns one :class:`Sample` (its ``t_ns`` from ``clock_ns``) or raises
@@ -141,24 +141,20 @@ class SampledNodeSource:
         self._last_read_ns: int | None = None
 
     # -- the polling thread ---------------------------------------------------------
-    def start(self, first_timeout_s: float | None = None) -> SampledNodeSource:
-        """Start polling; wait for the first sample.
+    def start(self) -> SampledNodeSource:
+        """Take the first sample, then poll on a thread every ``period_s``.
 
         Raises:
             NoSensor: the first poll failed (the reason says why).
         """
-        self._add(self._poll_once(first=True))
+        try:
+            first = self._poll()
+        except SensorError as exc:
+            raise NoSensor(str(exc)) from None
+        self._add(first)
         self._thread = threading.Thread(target=self._run, name=f"bmc-{self.name}", daemon=True)
         self._thread.start()
         return self
-
-    def _poll_once(self, first: bool = False) -> Sample:
-        try:
-            return self._poll()
-        except SensorError as exc:
-            if first:
-                raise NoSensor(str(exc)) from None
-            raise
 
     def _run(self) -> None:
         next_ns = self._clock_ns()
