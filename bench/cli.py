@@ -603,16 +603,18 @@ def cmd_econ(args: argparse.Namespace) -> int:
         raise BenchError(f"no rows in {' '.join(paths) or 'results/'}: run bench run or "
                          "bench import first")
     if action == "sensitivity":
+        econ.value_per_kwh(table, sc, price_rmb_per_mtok=args.price_rmb_per_mtok)  # checks
         best = econ.sensitivity_row(table)
         print(f"row: {best['device_name']} {best['model']} batch {best['batch_size']} "
               f"({best['energy_method']}), scenario {sc.name}")
         for metric in ("allin_cost_rmb_per_mtok", "revenue_rmb_per_kwh"):
-            t = econ.tornado(best, sc, metric)
+            t = econ.tornado(best, sc, metric, price_rmb_per_mtok=args.price_rmb_per_mtok)
             print(f"tornado of {metric} (base {t.attrs['base']})")
             _emit(t, args.format)
         if sc.solar_efficiency:
             print("solar cell efficiency: LCOE falls per point; cost per million tokens")
-            _emit(econ.solar_curve(best, sc), args.format)
+            _emit(econ.solar_curve(best, sc, price_rmb_per_mtok=args.price_rmb_per_mtok),
+                  args.format)
         return 0
     v = econ.value_per_kwh(table, sc, price_rmb_per_mtok=args.price_rmb_per_mtok,
                            capex_rmb_per_gpu=args.capex_rmb_per_gpu)

@@ -426,3 +426,13 @@ def test_bad_scenario_pricing_sections_are_one_line(tmp_path, extra):
     with pytest.raises(BenchError) as exc:
         econ.load(str(bad))
     assert "\n" not in str(exc.value) and str(bad) in str(exc.value)
+
+
+def test_tornado_with_a_fixed_price_for_an_unknown_model():
+    r = row(model="mystery-net")
+    with pytest.raises(BenchError, match="mystery-net"):
+        econ.tornado(r, "china-west-dc")
+    t = econ.tornado(r, "china-west-dc", "revenue_rmb_per_kwh", price_rmb_per_mtok=2.0)
+    assert not any(p.startswith("price_rmb_per_mtok") for p in t["parameter"])
+    # revenue at the meter: 3.6 x 10 tokens/J x 2 RMB / (1.25 / 0.55)
+    assert t.attrs["base"] == pytest.approx(3.6 * 10 * 2.0 / (1.25 / 0.55))

@@ -225,8 +225,13 @@ def sensitivity_row(table) -> dict:
 TORNADO_METRICS = ("allin_cost_rmb_per_mtok", "revenue_rmb_per_kwh", "margin_rmb_per_kwh")
 
 
-def tornado(row: dict, scenario: Scenario | str, metric: str = "allin_cost_rmb_per_mtok"):
+def tornado(row: dict, scenario: Scenario | str, metric: str = "allin_cost_rmb_per_mtok",
+            price_rmb_per_mtok: float | None = None):
     """Each parameter at its low and high, the rest at base: the metric's swing.
+
+    Parameters: the scenario's, each energy-mix source's price (where there is a mix),
+    the token price of the row's class (unless ``price_rmb_per_mtok`` fixes it) and the
+    server price of its device.
 
     Returns:
         A DataFrame (parameter, low, high, metric_at_low, metric_at_high, swing),
@@ -237,29 +242,37 @@ def tornado(row: dict, scenario: Scenario | str, metric: str = "allin_cost_rmb_p
     if metric not in TORNADO_METRICS:
         raise BenchError(f"metric must be one of {', '.join(TORNADO_METRICS)}")
     sc = load(scenario) if isinstance(scenario, str) else scenario
-    pricing.check_priced([row.get("model", "")], sc)
-    base = _row_value(row, sc, None, None).get(metric)
+    price = price_rmb_per_mtok
+    if price is None:
+        pricing.check_priced([row.get("model", "")], sc)
+    else:
+        price = check_value("price_rmb_per_mtok", price)
+
+    def at(s, token_price=None, capex=None):
+        return _row_value(row, s, price if token_price is None else token_price,
+                          capex).get(metric)
+
+    base = at(sc)
     out = []
     for name, p in sc.params.items():
         if name == "elec_rmb_per_kwh" and sc.mix:
             continue  # the blend prices the energy: its sources are varied below
-        vals = [_row_value(row, sc.with_values(**{name: v}), None, None).get(metric)
-                for v in (p.low, p.high)]
-        out.append((name, p.low, p.high, *vals))
+        out.append((name, p.low, p.high,
+                    *[at(sc.with_values(**{name: v})) for v in (p.low, p.high)]))
     for i, m in enumerate(sc.mix):
         lo, hi = m["low_rmb_per_kwh"], m["high_rmb_per_kwh"]
-        vals = [_row_value(row, sc.with_mix_price(i, v), None, None).get(metric)
-                for v in (lo, hi)]
-        out.append((f"mix {m['source']} rmb_per_kwh", lo, hi, *vals))
-    cls = pricing.price_class_of(row.get("model", ""), sc)
-    pp = sc.prices[cls]
-    out.append((f"price_rmb_per_mtok ({cls})", pp.low, pp.high,
-                *[_row_value(row, sc, v, None).get(metric) for v in (pp.low, pp.high)]))
+        out.append((f"mix {m['source']} rmb_per_kwh", lo, hi,
+                    *[at(sc.with_mix_price(i, v)) for v in (lo, hi)]))
+    if price is None:
+        cls = pricing.price_class_of(row.get("model", ""), sc)
+        pp = sc.prices[cls]
+        out.append((f"price_rmb_per_mtok ({cls})", pp.low, pp.high,
+                    *[at(sc, token_price=v) for v in (pp.low, pp.high)]))
     cap = next((p for k, p in sc.capex_rmb_per_gpu.items()
                 if k.upper() in str(row.get("device_name", "")).upper()), None)
     if cap is not None:
         out.append(("capex_rmb_per_gpu", cap.low, cap.high,
-                    *[_row_value(row, sc, None, v).get(metric) for v in (cap.low, cap.high)]))
+                    *[at(sc, capex=v) for v in (cap.low, cap.high)]))
     df = pd.DataFrame(out, columns=["parameter", "low", "high", "metric_at_low",
                                     "metric_at_high"])
     df["swing"] = (df["metric_at_high"] - df["metric_at_low"]).abs()
@@ -267,7 +280,8 @@ def tornado(row: dict, scenario: Scenario | str, metric: str = "allin_cost_rmb_p
     return df.sort_values("swing", ascending=False, na_position="last").reset_index(drop=True)
 
 
-def solar_curve(row: dict, scenario: Scenario | str, points: int = 6):
+def solar_curve(row: dict, scenario: Scenario | str, points: int = 6,
+                price_rmb_per_mtok: float | None = None):
     """Cost per million tokens as solar cells gain efficiency points (LCOE falls per point).
 
     LCOE(+k points) = LCOE x (1 - cut)^k, applied to the scenario's solar-priced energy.
@@ -284,7 +298,8 @@ def solar_curve(row: dict, scenario: Scenario | str, points: int = 6):
     for k in range(points):
         lcoe = lcoe0 * (1 - cut) ** k
         # all energy at the solar LCOE (no firming mix): the curve isolates the cell effect
-        v = _row_value(row, replace(sc.with_values(elec_rmb_per_kwh=lcoe), mix=[]), None, None)
+        v = _row_value(row, replace(sc.with_values(elec_rmb_per_kwh=lcoe), mix=[], notes=()),
+                       price_rmb_per_mtok, None)
         out.append({"cell_efficiency_pct": eff0 + k, "lcoe_rmb_per_kwh": lcoe,
                     "elec_cost_rmb_per_mtok": v.get("elec_cost_rmb_per_mtok"),
                     "allin_cost_rmb_per_mtok": v.get("allin_cost_rmb_per_mtok")})
