@@ -8,9 +8,10 @@ from pathlib import Path
 from bench.errors import BenchError
 
 FILE = "mlenergy_leaderboard.csv"
-# Installed: package data of bench.results.reference_data (pyproject maps it from
-# results/reference/). In a source checkout whose editable install predates that mapping,
-# the same folder is read from the repository.
+# Installed from a wheel: package data of bench.results.reference_data (pyproject maps it
+# from results/reference/). An editable install does not make that data-only package
+# importable (tried: setuptools' editable finder maps packages with modules), so there
+# the same folder is read from the source checkout.
 _PACKAGE = "bench.results.reference_data"
 _REPO_DIR = Path(__file__).resolve().parents[2] / "results" / "reference"
 
