@@ -52,6 +52,14 @@ def _positive_float(text: str) -> float:
     return v
 
 
+def _number(text: str) -> float:
+    """A number; its range is the library's to check."""
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+
+
 def _count(text: str) -> int:
     try:
         v = int(text)
@@ -193,12 +201,15 @@ def build_parser() -> argparse.ArgumentParser:
                         description="Collect result documents (files, run directories, "
                         "folders searched for result.json) and table files into one row "
                         "per cell with the documented columns.")
-    tb.add_argument("paths", nargs="*", default=["results"],
+    tb.add_argument("paths", nargs="*", default=[],
                     help="result.json files, run directories, folders, .csv/.parquet "
-                    "tables (default results/)")
+                    "tables (default results/ where it exists)")
     tb.add_argument("--format", choices=("csv", "parquet", "json", "markdown"), default=None,
                     help="output format (default: from --out's extension, else csv)")
     tb.add_argument("--out", default=None, help="write to this file instead of stdout")
+    tb.add_argument("--no-reference", action="store_true",
+                    help="leave out the ML.ENERGY reference rows (results/reference/), which "
+                    "are included by default")
     tb.set_defaults(func=cmd_table)
 
     im = sub.add_parser("import", help="convert published measurements into table rows",
@@ -225,23 +236,29 @@ def build_parser() -> argparse.ArgumentParser:
                     "china-grid-reference)")
     ec.add_argument("--format", choices=("table", "csv", "json"), default="table",
                     help="table (default), csv or json (a list of row objects)")
-    ec.add_argument("--price-rmb-per-mtok", type=_positive_float, default=None,
-                    help="one output-token price for every row (default: by model class)")
-    ec.add_argument("--elec-rmb-per-kwh", type=_positive_float, default=None,
-                    help="electricity price override")
-    ec.add_argument("--pue", type=_positive_float, default=None, help="PUE override")
-    ec.add_argument("--gpu-share", type=_positive_float, default=None,
-                    help="GPU share of IT power override")
-    ec.add_argument("--utilization", type=_positive_float, default=None,
-                    help="fraction of hours serving override")
-    ec.add_argument("--cost-of-capital", type=float, default=None,
-                    help="cost of capital per year override")
-    ec.add_argument("--years", type=_positive_float, default=None,
-                    help="depreciation life override")
-    ec.add_argument("--capex-rmb-per-gpu", type=_positive_float, default=None,
+    # Values are parsed here and checked in one place, the scenario (bench.econ.scenario).
+    ec.add_argument("--price-rmb-per-mtok", type=_number, default=None,
+                    help="one output-token price for every row (default: by model class from "
+                    "the model's size)")
+    ec.add_argument("--elec-rmb-per-kwh", type=_number, default=None,
+                    help="electricity price override; on a scenario with an energy mix it "
+                    "replaces the blended price (a note on stderr says so)")
+    ec.add_argument("--pue", type=_number, default=None, help="PUE override (>= 1)")
+    ec.add_argument("--gpu-share", type=_number, default=None,
+                    help="GPU share of IT power override, in (0, 1]")
+    ec.add_argument("--utilization", type=_number, default=None,
+                    help="fraction of hours serving override, in (0, 1]")
+    ec.add_argument("--cost-of-capital", type=_number, default=None,
+                    help="cost of capital per year override (>= 0)")
+    ec.add_argument("--years", type=_number, default=None,
+                    help="depreciation life override (> 0)")
+    ec.add_argument("--capex-rmb-per-gpu", type=_number, default=None,
                     help="server price per GPU override (default: by device name)")
-    ec.add_argument("--fx", type=_positive_float, default=None,
+    ec.add_argument("--fx", type=_number, default=None,
                     help="CNY per USD override")
+    ec.add_argument("--no-reference", action="store_true",
+                    help="leave out the ML.ENERGY reference rows (results/reference/), which "
+                    "are included by default")
     ec.set_defaults(func=cmd_econ)
 
     rp = sub.add_parser("report", help="plots and a self-contained HTML report",
@@ -515,7 +532,9 @@ def cmd_table(args: argparse.Namespace) -> int:
     from bench.results import table
 
     fmt = table.format_for(args.out, args.format)
-    text = table.write_table(table.load_table(args.paths), fmt, args.out)
+    df = table.load_table(_table_paths(args.paths, ["results"]),
+                          include_reference=not args.no_reference)
+    text = table.write_table(df, fmt, args.out)
     if text is not None:
         sys.stdout.write(text)
     return 0
@@ -529,9 +548,14 @@ def cmd_import(args: argparse.Namespace) -> int:
 
     from bench.results import load, mlenergy, table
 
-    for f in args.files:  # the safe loader's caps first: size, depth, no NaN (load.Invalid)
+    rows = []
+    for f in args.files:
+        # the safe loader's caps first: size, depth, no NaN (load.Invalid, one line)
         load.loads_json(load.read_capped(Path(f), load.MAX_DOCUMENT_BYTES), f)
-    rows = [r for f in args.files for r in mlenergy.rows_from_mlenergy(f)]
+        try:
+            rows.extend(mlenergy.rows_from_mlenergy(f))
+        except mlenergy.NotTokens as exc:
+            print(f"skipped {exc}", file=sys.stderr)
     df = pd.DataFrame(rows, columns=list(table.COLUMN_NAMES))
     text = table.write_table(df, table.format_for(args.out, None), args.out)
     if text is not None:
@@ -555,24 +579,27 @@ def cmd_econ(args: argparse.Namespace) -> int:
             print(f"{name}: {sc.description}")
             for k, p in sc.params.items():
                 print(f"  {k} = {p.value:g} [{p.low:g}, {p.high:g}]  {p.source}")
+            for cls, p in sc.prices.items():
+                print(f"  price {cls} = {p.value:.4g} RMB/Mtok [{p.low:.4g}, {p.high:.4g}]  "
+                      f"{p.source}")
+            for m in sc.mix:
+                print(f"  mix {m['source']}: share {m['share']:g}, {m['rmb_per_kwh']:.4g} RMB/kWh "
+                      f"[{m['low_rmb_per_kwh']:.4g}, {m['high_rmb_per_kwh']:.4g}]")
         return 0
-    name = args.scenario or "china-grid-reference"
-    if args.utilization is not None and args.utilization > 1:
-        raise BenchError("--utilization must be at most 1")
-    if args.gpu_share is not None and args.gpu_share > 1:
-        raise BenchError("--gpu-share must be at most 1")
-    if args.pue is not None and args.pue < 1:
-        raise BenchError("--pue must be 1 or more")
-    sc = econ.load(name, fx_usd_cny=args.fx)
+    sc = econ.load(args.scenario or econ.DEFAULT_SCENARIO, fx_usd_cny=args.fx)
     overrides = {k: v for k, v in (
         ("elec_rmb_per_kwh", args.elec_rmb_per_kwh), ("pue", args.pue),
         ("gpu_share_of_it_power", args.gpu_share), ("utilization", args.utilization),
         ("cost_of_capital", args.cost_of_capital), ("depreciation_years", args.years))
         if v is not None}
     sc = sc.with_values(**overrides) if overrides else sc
-    paths = rest or ["results"]
+    for note in sc.notes:
+        print(note, file=sys.stderr)
+    with_ref = not args.no_reference
+    paths = _table_paths(rest, ["results"])
     if action == "check-claim":
-        table = load_table(paths) if rest or _has_results(paths) else None
+        table = load_table(paths, include_reference=with_ref) if (rest or with_ref or
+                                                                  _has_results(paths)) else None
         needed, rows = econ.check_claim(table if table is not None and len(table) else None,
                                         scenario=sc)
         a = needed.attrs
@@ -584,26 +611,23 @@ def cmd_econ(args: argparse.Namespace) -> int:
         if rows is not None:
             _emit(rows, args.format)
         return 0
-    table = load_table(paths)
+    table = load_table(paths, include_reference=with_ref)
     if not len(table):
-        raise BenchError(f"no rows in {' '.join(paths)}: run bench run or bench import first")
+        raise BenchError(f"no rows in {' '.join(paths) or 'results/'}: run bench run or "
+                         "bench import first")
     if action == "sensitivity":
-        v = econ.value_per_kwh(table, sc)
-        ok = v[v["tokens_per_j"].notna()]
-        if not len(ok):
-            raise BenchError("no row with a tokens/J figure")
-        measured = ok[~ok["estimate"]]
-        pick = (measured if len(measured) else ok)
-        best = table.loc[pick["tokens_per_j"].astype(float).idxmax()].to_dict()
+        econ.value_per_kwh(table, sc, price_rmb_per_mtok=args.price_rmb_per_mtok)  # checks
+        best = econ.sensitivity_row(table)
         print(f"row: {best['device_name']} {best['model']} batch {best['batch_size']} "
               f"({best['energy_method']}), scenario {sc.name}")
         for metric in ("allin_cost_rmb_per_mtok", "revenue_rmb_per_kwh"):
-            t = econ.tornado(best, sc, metric)
+            t = econ.tornado(best, sc, metric, price_rmb_per_mtok=args.price_rmb_per_mtok)
             print(f"tornado of {metric} (base {t.attrs['base']})")
             _emit(t, args.format)
         if sc.solar_efficiency:
             print("solar cell efficiency: LCOE falls per point; cost per million tokens")
-            _emit(econ.solar_curve(best, sc), args.format)
+            _emit(econ.solar_curve(best, sc, price_rmb_per_mtok=args.price_rmb_per_mtok),
+                  args.format)
         return 0
     v = econ.value_per_kwh(table, sc, price_rmb_per_mtok=args.price_rmb_per_mtok,
                            capex_rmb_per_gpu=args.capex_rmb_per_gpu)
@@ -613,6 +637,14 @@ def cmd_econ(args: argparse.Namespace) -> int:
         console.print_table(console.econ_table(v, sc.name))
         if v["estimate"].any():
             print("rows marked estimate: their energy is an estimate, not a measurement.")
+        node = v[v["meter_basis"] == "measured node"]
+        if len(node):
+            share = node["gpu_share_measured"].dropna()
+            measured = (f"GPU share of node power measured {share.min():.2f}-{share.max():.2f}"
+                        if len(share) else "no GPU share measured")
+            print(f"{len(node)} rows brought to the meter with measured node energy x PUE "
+                  f"{sc.value('pue'):g}; {measured}, assumed "
+                  f"{sc.value('gpu_share_of_it_power'):g} for the others.")
     else:
         _emit(v, args.format)
     return 0
@@ -622,6 +654,13 @@ def _has_results(paths) -> bool:
     from pathlib import Path
 
     return all(Path(p).exists() for p in paths)
+
+
+def _table_paths(given: list[str], default: list[str]) -> list[str]:
+    """The paths named, else the default ones that exist (a fresh clone may lack them)."""
+    from pathlib import Path
+
+    return list(given) if given else [p for p in default if Path(p).exists()]
 
 
 def _emit(df, fmt: str) -> None:

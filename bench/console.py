@@ -66,20 +66,37 @@ def measure_table(rep: dict) -> Table:
 
 
 def econ_table(df, scenario: str) -> Table:
-    """``bench econ``'s rows: the measurement and what it is worth."""
-    t = Table(title=f"scenario {scenario}", header_style="bold")
-    for col in ("device", "model", "batch", "method", "tok/J", "price RMB/Mtok",
-                "RMB/kWh", "x elec", "elec RMB/Mtok", "all-in RMB/Mtok", "margin RMB/kWh",
+    """``bench econ``'s rows: the measurement and what it is worth.
+
+    Model and device names are shown whole: a long name folds onto more lines, never cut.
+    """
+    from rich import box
+
+    t = Table(title=f"scenario {scenario}", header_style="bold", box=box.SIMPLE_HEAD,
+              padding=(0, 1, 0, 0), pad_edge=False, show_edge=False)
+    recs = df.to_dict("records")
+    # as wide as the longest name up to a cap (the table fits 140 columns); longer names
+    # fold onto more lines
+    widths = {"device": min(14, max([len(str(r.get("device_name"))) for r in recs] + [6])),
+              "model": min(30, max([len(str(r.get("model"))) for r in recs] + [5]))}
+    for col in ("device", "GPUs", "model", "batch", "method", "tok/J", "price\nRMB/Mtok",
+                "RMB/kWh", "x elec", "elec\nRMB/Mtok", "all-in\nRMB/Mtok", "margin\nRMB/kWh",
                 "best"):
-        t.add_column(col, justify="left" if col in ("device", "model", "method") else "right")
-    for r in df.to_dict("records"):
-        method = r.get("energy_method") or "-"
+        if col in ("device", "model"):
+            t.add_column(col, justify="left", overflow="fold", width=widths[col])
+        else:
+            t.add_column(col, justify="left" if col == "method" else "right", overflow="fold")
+    for r in recs:
+        method = r.get("energy_method")
+        method = method if isinstance(method, str) and method else "-"  # NaN: not stated
         if r.get("estimate"):
             method = "[yellow]estimate[/yellow]"
-        t.add_row(str(r.get("device_name")), str(r.get("model")), str(r.get("batch_size")),
-                  method, _num(r.get("tokens_per_j")), _num(r.get("price_rmb_per_mtok")),
-                  _num(r.get("revenue_rmb_per_kwh")), _num(r.get("multiple_over_elec")),
-                  _num(r.get("elec_cost_rmb_per_mtok")),
+        n = r.get("num_devices")
+        n = 1 if n is None or n != n else n  # rows without the column ran on one device
+        t.add_row(str(r.get("device_name")), _num(n), str(r.get("model")),
+                  str(r.get("batch_size")), method, _num(r.get("tokens_per_j")),
+                  _num(r.get("price_rmb_per_mtok")), _num(r.get("revenue_rmb_per_kwh")),
+                  _num(r.get("multiple_over_elec")), _num(r.get("elec_cost_rmb_per_mtok")),
                   _num(r.get("allin_cost_rmb_per_mtok")), _num(r.get("margin_rmb_per_kwh")),
                   "*" if r.get("best_batch") else "")
     return t

@@ -10,11 +10,14 @@ import math
 from dataclasses import replace
 
 from bench.econ import formulas as F
-from bench.econ.scenario import Scenario, builtin_names, load
+from bench.econ import pricing
+from bench.econ.scenario import Scenario, builtin_names, check_value, load
 from bench.errors import BenchError
 
 __all__ = ["OUTPUT_COLUMNS", "Scenario", "builtin_names", "check_claim", "load",
-           "price_class", "solar_curve", "tornado", "value_per_kwh"]
+           "price_class", "sensitivity_row", "solar_curve", "tornado", "value_per_kwh"]
+
+DEFAULT_SCENARIO = "china-grid-reference"
 
 # (column, meaning) of value_per_kwh's DataFrame, in order.
 OUTPUT_COLUMNS = (
@@ -31,8 +34,13 @@ OUTPUT_COLUMNS = (
     ("tokens_per_j", "output tokens per joule at the measured scope"),
     ("tokens_per_kwh_gpu", "output tokens per kWh at the measured scope"),
     ("tokens_per_kwh", "output tokens per kWh at the utility meter"),
-    ("meter_basis", "how measured energy was brought to the meter"),
-    ("price_class", "model class whose token price applies"),
+    ("meter_basis", "how measured energy was brought to the meter: measured node, or the "
+     "assumed GPU share of IT power and PUE"),
+    ("gpu_share_assumed", "the scenario's GPU share of IT power"),
+    ("gpu_share_measured", "GPU energy / node energy for the same tokens, where the row has "
+     "measured node energy"),
+    ("price_class", "model class whose token price applies (small, mid, large, frontier, "
+     "unknown; from the model's size)"),
     ("price_rmb_per_mtok", "token price, RMB per million output tokens"),
     ("revenue_rmb_per_kwh_gpu", "RMB per kWh at the measured scope: 3.6 x tokens/J x price"),
     ("revenue_rmb_per_kwh", "RMB per kWh at the utility meter"),
@@ -48,20 +56,21 @@ OUTPUT_COLUMNS = (
      "power is there (scenarios with follow_supply)"),
     ("firming_beats_idling", "True where the firmed mix costs less per token than following "
      "supply"),
-    ("best_batch", "True for the batch with the highest revenue per kWh of its device and model"),
+    ("best_batch", "True for the batch with the highest revenue per kWh of its device, model "
+     "and run"),
 )
 OUTPUT_COLUMN_NAMES = tuple(c for c, _ in OUTPUT_COLUMNS)
 
 
-def price_class(model: str) -> str:
-    """The token-price class of a model name: small (<= ~10B), large (~70B), frontier_moe."""
-    m = str(model).lower()
-    if any(k in m for k in ("deepseek", "kimi", "glm-5", "qwen3-max", "gpt-oss-120b",
-                            "mixtral", "-a3b", "-a22b", "moe")):
-        return "frontier_moe" if ("a3b" not in m) else "mid"
-    if any(k in m for k in ("70b", "65b", "72b", "405b")):
-        return "large"
-    return "small"
+def price_class(model: str, scenario: Scenario | str = DEFAULT_SCENARIO) -> str:
+    """The token-price class of a model from its size (small, mid, large, frontier, unknown).
+
+    The size comes from the model registry for built-in models, from the scenario's
+    ``[model_params]``, else from the name (``32B``, ``30B-A3B``); the class from the
+    scenario's ``[price_classes]`` (``bench/econ/defaults.toml`` documents both).
+    """
+    sc = load(scenario) if isinstance(scenario, str) else scenario
+    return pricing.price_class_of(model, sc)
 
 
 def capex_rmb_for(device_name: str, scenario: Scenario) -> float | None:
@@ -84,20 +93,40 @@ def _finite(x) -> float | None:
 def _row_value(row: dict, sc: Scenario, price_rmb_per_mtok: float | None,
                capex_rmb_per_gpu: float | None) -> dict:
     tpj = _finite(row.get("output_tokens_per_j"))
+    node_tpj = _finite(row.get("node_tokens_per_j"))
+    if node_tpj is not None and node_tpj <= 0:
+        node_tpj = None
     scope = row.get("scope") or "gpu"
+    if scope == "node" and node_tpj is None and tpj is not None and tpj > 0:
+        node_tpj = tpj  # the row's own energy is the node's
     out = {k: row.get(k) for k in ("source", "device_name", "num_devices", "model",
                                    "batch_size", "input_len", "output_len", "scope",
                                    "energy_method")}
+    if _finite(out["num_devices"]) is None:
+        out["num_devices"] = 1  # rows without the column ran on one device
     out["estimate"] = row.get("energy_method") == "estimate"
-    cls = price_class(row.get("model", ""))
-    price = price_rmb_per_mtok if price_rmb_per_mtok is not None else sc.prices[cls].value
+    cls = pricing.price_class_of(row.get("model", ""), sc)
+    if price_rmb_per_mtok is not None:
+        price = price_rmb_per_mtok
+    elif cls in sc.prices:
+        price = sc.prices[cls].value
+    else:
+        pricing.check_priced([row.get("model", "")], sc)  # raises, naming the model
     elec = (F.blended_price_rmb_per_kwh(sc.mix) if sc.mix else sc.value("elec_rmb_per_kwh"))
-    factor, basis = F.meter_factor(scope, sc.value("pue"), sc.value("gpu_share_of_it_power"))
+    share = sc.value("gpu_share_of_it_power")
+    if node_tpj is not None:
+        # measured node energy (the whole chassis) is the IT energy; only PUE is assumed
+        factor, basis = None, "measured node"
+    else:
+        factor, basis = F.meter_factor(scope, sc.value("pue"), share)
     out.update(tokens_per_j=tpj, price_class=cls, price_rmb_per_mtok=price,
-               elec_rmb_per_kwh=elec, meter_basis=basis)
+               elec_rmb_per_kwh=elec, meter_basis=basis, gpu_share_assumed=share)
+    if node_tpj is not None and tpj is not None and tpj > 0 and scope == "gpu":
+        # same tokens: E_gpu / E_node = (N / tpj_gpu) / (N / tpj_node)
+        out["gpu_share_measured"] = node_tpj / tpj
     if tpj is None or tpj <= 0:
         return out
-    tpj_meter = tpj / factor
+    tpj_meter = node_tpj / sc.value("pue") if node_tpj is not None else tpj / factor
     out["tokens_per_kwh_gpu"] = F.tokens_per_kwh(tpj)
     out["tokens_per_kwh"] = F.tokens_per_kwh(tpj_meter)
     out["revenue_rmb_per_kwh_gpu"] = F.revenue_rmb_per_kwh(tpj, price)
@@ -151,15 +180,23 @@ def value_per_kwh(table, scenario: Scenario | str, price_rmb_per_mtok: float | N
     sc = load(scenario) if isinstance(scenario, str) else scenario
     if overrides:
         sc = sc.with_values(**overrides)
+    if price_rmb_per_mtok is not None:
+        price_rmb_per_mtok = check_value("price_rmb_per_mtok", price_rmb_per_mtok)
+    if capex_rmb_per_gpu is not None:
+        capex_rmb_per_gpu = check_value("capex_rmb_per_gpu", capex_rmb_per_gpu)
     rows = table.to_dict("records") if hasattr(table, "to_dict") else list(table)
-    out = [_row_value(r, sc, price_rmb_per_mtok, capex_rmb_per_gpu) for r in rows
-           if r.get("status", "ok") == "ok"]
+    rows = [r for r in rows if r.get("status", "ok") == "ok"]
+    if price_rmb_per_mtok is None:
+        pricing.check_priced([r.get("model", "") for r in rows], sc)
+    out = [_row_value(r, sc, price_rmb_per_mtok, capex_rmb_per_gpu) for r in rows]
     df = pd.DataFrame(out, columns=list(OUTPUT_COLUMN_NAMES))
     df["best_batch"] = False
     if len(df):
         rev = pd.to_numeric(df["revenue_rmb_per_kwh"], errors="coerce")
-        key = df[["source", "device_name", "num_devices", "model"]].apply(
-            lambda r: "|".join(str(x) for x in r), axis=1)
+        # one group per device, model and run (an imported file holds one workload)
+        key = pd.Series(["|".join(str(r.get(k)) for k in ("source", "run_id", "device_name",
+                                                         "num_devices", "model"))
+                         for r in rows], index=df.index)
         for _, idx in rev.groupby(key).groups.items():
             sub = rev.loc[idx].dropna()
             if len(sub):
@@ -167,11 +204,34 @@ def value_per_kwh(table, scenario: Scenario | str, price_rmb_per_mtok: float | N
     return df
 
 
+def sensitivity_row(table) -> dict:
+    """The row ``bench econ sensitivity`` varies: the highest tokens/J, measured rows
+    first, then ours before imported (reference) rows.
+
+    Raises:
+        BenchError: no ``ok`` row has a tokens/J figure.
+    """
+    rows = table.to_dict("records") if hasattr(table, "to_dict") else list(table)
+    rows = [r for r in rows if r.get("status", "ok") == "ok"
+            and (_finite(r.get("output_tokens_per_j")) or 0) > 0]
+    if not rows:
+        raise BenchError("no row with a tokens/J figure")
+    # measured before estimated, then our own rows before imported ones
+    return max(rows, key=lambda r: (r.get("energy_method") != "estimate",
+                                    r.get("source", "joulebench") == "joulebench",
+                                    float(r["output_tokens_per_j"])))
+
+
 TORNADO_METRICS = ("allin_cost_rmb_per_mtok", "revenue_rmb_per_kwh", "margin_rmb_per_kwh")
 
 
-def tornado(row: dict, scenario: Scenario | str, metric: str = "allin_cost_rmb_per_mtok"):
+def tornado(row: dict, scenario: Scenario | str, metric: str = "allin_cost_rmb_per_mtok",
+            price_rmb_per_mtok: float | None = None):
     """Each parameter at its low and high, the rest at base: the metric's swing.
+
+    Parameters: the scenario's, each energy-mix source's price (where there is a mix),
+    the token price of the row's class (unless ``price_rmb_per_mtok`` fixes it) and the
+    server price of its device.
 
     Returns:
         A DataFrame (parameter, low, high, metric_at_low, metric_at_high, swing),
@@ -182,23 +242,37 @@ def tornado(row: dict, scenario: Scenario | str, metric: str = "allin_cost_rmb_p
     if metric not in TORNADO_METRICS:
         raise BenchError(f"metric must be one of {', '.join(TORNADO_METRICS)}")
     sc = load(scenario) if isinstance(scenario, str) else scenario
-    base = _row_value(row, sc, None, None).get(metric)
+    price = price_rmb_per_mtok
+    if price is None:
+        pricing.check_priced([row.get("model", "")], sc)
+    else:
+        price = check_value("price_rmb_per_mtok", price)
+
+    def at(s, token_price=None, capex=None):
+        return _row_value(row, s, price if token_price is None else token_price,
+                          capex).get(metric)
+
+    base = at(sc)
     out = []
     for name, p in sc.params.items():
         if name == "elec_rmb_per_kwh" and sc.mix:
-            continue  # the blend, not this value, prices the energy
-        vals = [_row_value(row, sc.with_values(**{name: v}), None, None).get(metric)
-                for v in (p.low, p.high)]
-        out.append((name, p.low, p.high, *vals))
-    cls = price_class(row.get("model", ""))
-    pp = sc.prices[cls]
-    out.append((f"price_rmb_per_mtok ({cls})", pp.low, pp.high,
-                *[_row_value(row, sc, v, None).get(metric) for v in (pp.low, pp.high)]))
+            continue  # the blend prices the energy: its sources are varied below
+        out.append((name, p.low, p.high,
+                    *[at(sc.with_values(**{name: v})) for v in (p.low, p.high)]))
+    for i, m in enumerate(sc.mix):
+        lo, hi = m["low_rmb_per_kwh"], m["high_rmb_per_kwh"]
+        out.append((f"mix {m['source']} rmb_per_kwh", lo, hi,
+                    *[at(sc.with_mix_price(i, v)) for v in (lo, hi)]))
+    if price is None:
+        cls = pricing.price_class_of(row.get("model", ""), sc)
+        pp = sc.prices[cls]
+        out.append((f"price_rmb_per_mtok ({cls})", pp.low, pp.high,
+                    *[at(sc, token_price=v) for v in (pp.low, pp.high)]))
     cap = next((p for k, p in sc.capex_rmb_per_gpu.items()
                 if k.upper() in str(row.get("device_name", "")).upper()), None)
     if cap is not None:
         out.append(("capex_rmb_per_gpu", cap.low, cap.high,
-                    *[_row_value(row, sc, None, v).get(metric) for v in (cap.low, cap.high)]))
+                    *[at(sc, capex=v) for v in (cap.low, cap.high)]))
     df = pd.DataFrame(out, columns=["parameter", "low", "high", "metric_at_low",
                                     "metric_at_high"])
     df["swing"] = (df["metric_at_high"] - df["metric_at_low"]).abs()
@@ -206,7 +280,8 @@ def tornado(row: dict, scenario: Scenario | str, metric: str = "allin_cost_rmb_p
     return df.sort_values("swing", ascending=False, na_position="last").reset_index(drop=True)
 
 
-def solar_curve(row: dict, scenario: Scenario | str, points: int = 6):
+def solar_curve(row: dict, scenario: Scenario | str, points: int = 6,
+                price_rmb_per_mtok: float | None = None):
     """Cost per million tokens as solar cells gain efficiency points (LCOE falls per point).
 
     LCOE(+k points) = LCOE x (1 - cut)^k, applied to the scenario's solar-priced energy.
@@ -223,7 +298,8 @@ def solar_curve(row: dict, scenario: Scenario | str, points: int = 6):
     for k in range(points):
         lcoe = lcoe0 * (1 - cut) ** k
         # all energy at the solar LCOE (no firming mix): the curve isolates the cell effect
-        v = _row_value(row, replace(sc.with_values(elec_rmb_per_kwh=lcoe), mix=[]), None, None)
+        v = _row_value(row, replace(sc.with_values(elec_rmb_per_kwh=lcoe), mix=[], notes=()),
+                       price_rmb_per_mtok, None)
         out.append({"cell_efficiency_pct": eff0 + k, "lcoe_rmb_per_kwh": lcoe,
                     "elec_cost_rmb_per_mtok": v.get("elec_cost_rmb_per_mtok"),
                     "allin_cost_rmb_per_mtok": v.get("allin_cost_rmb_per_mtok")})

@@ -12,6 +12,10 @@ SOURCE = "external:ml.energy"
 _PRECISION = {"bfloat16": "bf16", "float16": "fp16", "float32": "fp32"}
 
 
+class NotTokens(BenchError):
+    """A leaderboard file whose energy is not per token (diffusion: per image or video)."""
+
+
 def _num(conf: dict, key: str, origin: str) -> float:
     v = conf.get(key)
     if isinstance(v, bool) or not isinstance(v, (int, float)) or v != v or v in (
@@ -33,6 +37,11 @@ def rows_from_mlenergy(path: Path | str) -> list[dict]:
         raise BenchError(f"{path}: cannot read as JSON ({exc.__class__.__name__})") from None
     if not isinstance(doc, dict) or not isinstance(doc.get("configurations"), list):
         raise BenchError(f"{path}: not an ML.ENERGY model file (no configurations)")
+    confs = [c for c in doc["configurations"] if isinstance(c, dict)]
+    per = {k for c in confs for k in c if k.startswith("energy_per_")}
+    if per and "energy_per_token_joules" not in per:
+        raise NotTokens(f"{path}: task {doc.get('task', '?')} has no energy per token "
+                        "(a diffusion model: energy per image or video)")
     model = str(doc.get("model_id", path.stem))
     dtype = _PRECISION.get(str(doc.get("weight_precision")), doc.get("weight_precision"))
     rows = []

@@ -160,12 +160,14 @@ def _numeric(df, origin):
     return df
 
 
-def load_table(paths=("results",)):
+def load_table(paths=("results",), include_reference: bool = False):
     """One row per cell from result documents, run directories, folders and table files.
 
     Args:
         paths: result.json files, run directories, folders searched for result.json,
             and table files (.csv, .parquet) written by ``bench table`` or ``bench import``.
+        include_reference: append the ML.ENERGY reference rows
+            (``bench.results.reference.load_reference``) not already present.
 
     Returns:
         A pandas DataFrame with exactly :data:`COLUMN_NAMES`, in order.
@@ -186,6 +188,10 @@ def load_table(paths=("results",)):
         for f in result_files(p):
             rows.extend(rows_from_document(load.load_document(f)[0], str(f)))
     frames.insert(0, pd.DataFrame(rows, columns=list(COLUMN_NAMES)))
+    if include_reference:
+        from bench.results import reference
+
+        frames.append(reference.missing_from(frames))
     frames = [f for f in frames if len(f)]
     if not frames:
         return pd.DataFrame(columns=list(COLUMN_NAMES))
