@@ -45,7 +45,7 @@ def load_reference():
     """
     import pandas as pd
 
-    from bench.results.table import COLUMN_NAMES
+    from bench.results.columns import COLUMN_NAMES
 
     with reference_path().open("rb") as f:
         df = pd.read_csv(f)

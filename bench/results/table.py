@@ -13,50 +13,19 @@ from pathlib import Path
 from bench.errors import BenchError
 from bench.results import io, load, schema
 
-TABLE_SCHEMA_VERSION = 1
-
-# (column, meaning). The order is the table's order; every row has every column.
-COLUMNS: tuple[tuple[str, str], ...] = (
-    ("table_schema_version", "version of these columns"),
-    ("source", "joulebench, or external:<origin> for imported rows"),
-    ("run_id", "run the cell belongs to (or the imported file)"),
-    ("cell_id", "device/model/dtype/batch/input/output"),
-    ("device", "gpu<N> or cpu"),
-    ("device_name", "device model name (for imports: the GPU model)"),
-    ("num_devices", "devices the cell ran on"),
-    ("model", "model name"),
-    ("dtype", "weights and activations"),
-    ("batch_size", "sequences per generate call (imports: max concurrent sequences)"),
-    ("input_len", "prompt tokens per sequence (null where not fixed)"),
-    ("output_len", "generated tokens per sequence (null where not fixed)"),
-    ("status", "ok, oom, skipped"),
-    ("scope", "what the energy covers: gpu, cpu, dram, node, system"),
-    ("energy_method", "counter, power_integration or estimate"),
-    ("output_tokens_per_j", "output tokens per joule (median over repeats)"),
-    ("total_tokens_per_j", "input + output tokens per joule"),
-    ("j_per_output_token", "joules per output token"),
-    ("output_tokens_per_s", "output tokens per second"),
-    ("mean_power_w", "mean power over the windows, W"),
-    ("output_tokens_per_j_ci95_low", "bootstrap 95% interval of the median, low"),
-    ("output_tokens_per_j_ci95_high", "bootstrap 95% interval of the median, high"),
-    ("repeats", "measured windows"),
-    ("energy_j", "energy over all windows, J"),
-    ("duration_s", "time over all windows, s"),
-    ("idle_power_w", "the device's idle power before the sweep, W"),
-    ("incremental_output_tokens_per_j", "output tokens per joule above idle power"),
-    ("max_power_w", "highest sampled power, W"),
-    ("ttft_s", "time to first token, median over calls, s"),
-    ("prefill_j_per_input_token", "prefill energy per input token (subtraction method), J"),
-    ("decode_j_per_output_token", "decode energy per output token (subtraction method), J"),
-    ("roofline_fraction", "fraction of the device's energy roofline at TDP"),
-    ("contended", "another process computed on the GPU during the cell"),
-    ("harness_version", "joulebench version (null for imports)"),
-    ("git_commit", "harness commit (null for imports)"),
+# The columns live in a leaf module (bench.results.reference reads them too); they are
+# re-exported here, where readers look for them.
+from bench.results.columns import (
+    COLUMN_NAMES,
+    COLUMNS,
+    NUMERIC_COLUMNS,
+    TABLE_SCHEMA_VERSION,
+    TEXT_COLUMNS,
 )
-COLUMN_NAMES = tuple(c for c, _ in COLUMNS)
-TEXT_COLUMNS = ("source", "run_id", "cell_id", "device", "device_name", "model", "dtype",
-                "status", "scope", "energy_method", "harness_version", "git_commit")
-NUMERIC_COLUMNS = tuple(c for c in COLUMN_NAMES if c not in (*TEXT_COLUMNS, "contended"))
+
+__all__ = ["COLUMNS", "COLUMN_NAMES", "NUMERIC_COLUMNS", "TABLE_SCHEMA_VERSION",
+           "TEXT_COLUMNS", "load_table", "write_table"]
+
 FORMATS = ("csv", "parquet", "json", "markdown")
 
 
