@@ -22,7 +22,7 @@ from bench.meter import Meter
 from bench.results import figures
 from bench.results.figures import CellRaw
 from bench.sweep import Cell, SweepConfig
-from bench.workload import HfWorkload
+from bench.workload import Workload, make_workload
 
 
 def energy_sources(device: Device,
@@ -177,7 +177,7 @@ def run_device(device: Device, todo: list[Cell], config: SweepConfig,
               if not any(s.scope == m["scope"] for s in srcs)}
     sampler = None
     flush: Callable[[], None] = lambda: None  # noqa: E731
-    loaded: dict[tuple[str, str], tuple[HfWorkload, models.ModelSpec]] = {}
+    loaded: dict[tuple[str, str], tuple[Workload, models.ModelSpec]] = {}
     oom_at: dict[tuple, int] = {}
     try:
         if device.kind == "cuda":
@@ -209,8 +209,8 @@ def run_device(device: Device, todo: list[Cell], config: SweepConfig,
                     wl.close()
                 loaded.clear()  # one model in memory at a time
                 spec = models.get(cell.model)
-                wl = HfWorkload(spec, cell.dtype, device.torch_device, config.seed,
-                                config.compile)
+                wl = make_workload(cell.engine, spec, cell.dtype, device.torch_device,
+                                   config.seed, config.compile)
                 wl.prepare()
                 loaded[key] = (wl, spec)
             wl, spec = loaded[key]
@@ -242,7 +242,7 @@ def run_device(device: Device, todo: list[Cell], config: SweepConfig,
                 close()
 
 
-def _run_one(cell: Cell, wl: HfWorkload, spec: models.ModelSpec, meter: Meter,
+def _run_one(cell: Cell, wl: Workload, spec: models.ModelSpec, meter: Meter,
              config: SweepConfig, absent: dict[str, str], idle_w: float | None,
              sampler: Any, emit: Callable[[dict], None] = lambda rec: None) -> CellRaw:
     why = does_not_fit(cell, spec, memory_cap_bytes(cell.device))

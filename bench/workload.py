@@ -211,3 +211,17 @@ class HfWorkload:
     def close(self) -> None:
         self.model = None
         self._prompts = {}
+
+
+def make_workload(engine: str, spec: Any, dtype: str, torch_device: str, seed: int = 0,
+                  compile: bool = True) -> Workload:
+    """The workload of ``engine`` for one model on one device (not prepared yet).
+
+    Raises:
+        BenchError: an engine this harness does not have.
+    """
+    if engine == "hf":
+        return HfWorkload(spec, dtype, torch_device, seed, compile)
+    from bench.errors import BenchError
+
+    raise BenchError(f"unknown engine {engine!r}")
