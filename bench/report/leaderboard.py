@@ -156,7 +156,7 @@ def _system_table(subs: list[Submission], scenario: str):
     if not len(df):
         return df
     df = df[(df["status"] == "ok") & df["output_tokens_per_j"].notna()].reset_index(drop=True)
-    v = econ.value_per_kwh(df, scenario)
+    v = econ.value_per_kwh(df, scenario, unpriced="null")
     df["rmb_per_kwh"] = pd.to_numeric(v["revenue_rmb_per_kwh"], errors="coerce").to_numpy()
     df["elec_rmb_per_kwh"] = pd.to_numeric(v["elec_rmb_per_kwh"], errors="coerce").to_numpy()
     return df

@@ -182,7 +182,7 @@ def summary_rows(df, scenario: str) -> list[dict]:
     out = []
     for _, g in ok.groupby(keys, sort=True, dropna=False):
         best = g.loc[g["output_tokens_per_j"].astype(float).idxmax()]
-        v = econ.value_per_kwh(g.loc[[best.name]], scenario).iloc[0]
+        v = econ.value_per_kwh(g.loc[[best.name]], scenario, unpriced="null").iloc[0]
         dev = best["device"] if best["device"] != "cpu" else ""
         out.append({
             "run": str(best["run_id"]) if multi else "", "device":

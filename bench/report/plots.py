@@ -240,7 +240,7 @@ def plot_rmb_per_kwh(df, out: Path, scenario: str) -> Plot:
     import pandas as pd
 
     table = pd.DataFrame(rows, columns=[*df.columns, "series"]) if rows else df.iloc[:0]
-    v = econ.value_per_kwh(table, scenario)
+    v = econ.value_per_kwh(table, scenario, unpriced="null")
     # value_per_kwh picks the best batch per (source, device name, model); per GPU here
     v["series"] = [r.get("series") if isinstance(r.get("series"), str) else
                    f"reference: {r['device_name']} {r['model']}" for r in rows] if rows else []

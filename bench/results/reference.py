@@ -45,13 +45,14 @@ def load_reference():
     """
     import pandas as pd
 
-    from bench.results.columns import COLUMN_NAMES
+    from bench.results.columns import COLUMN_NAMES, missing_columns, with_added_columns
 
     with reference_path().open("rb") as f:
         df = pd.read_csv(f)
-    missing = [c for c in COLUMN_NAMES if c not in df.columns]
+    missing = missing_columns(df.columns)
     if missing:
         raise BenchError(f"the reference table lacks column {missing[0]}")
+    df = with_added_columns(df)
     return df[list(COLUMN_NAMES)]
 
 
