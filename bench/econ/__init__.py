@@ -130,9 +130,14 @@ def _row_value(row: dict, sc: Scenario, price_rmb_per_mtok: float | None,
         out["gpu_share_measured"] = node_tpj / tpj
     if tpj is None or tpj <= 0:
         return out
-    tpj_meter = node_tpj / sc.value("pue") if node_tpj is not None else tpj / factor
+    if node_tpj is not None:
+        tpj_meter = node_tpj / sc.value("pue")
+    else:
+        assert factor is not None  # meter_factor set it: there is no measured node energy
+        tpj_meter = tpj / factor
     out["tokens_per_kwh_gpu"] = F.tokens_per_kwh(tpj)
-    out["tokens_per_kwh"] = F.tokens_per_kwh(tpj_meter)
+    tpkwh_meter = F.tokens_per_kwh(tpj_meter)
+    out["tokens_per_kwh"] = tpkwh_meter
     out["revenue_rmb_per_kwh_gpu"] = F.revenue_rmb_per_kwh(tpj, price)
     rev = F.revenue_rmb_per_kwh(tpj_meter, price)
     out["revenue_rmb_per_kwh"] = rev
@@ -153,7 +158,7 @@ def _row_value(row: dict, sc: Scenario, price_rmb_per_mtok: float | None,
         allin = e_cost + c_cost
         out["allin_cost_rmb_per_mtok"] = allin
         out["breakeven_price_rmb_per_mtok"] = allin
-        out["margin_rmb_per_kwh"] = (price - allin) * out["tokens_per_kwh"] / 1e6
+        out["margin_rmb_per_kwh"] = (price - allin) * tpkwh_meter / 1e6
         if sc.follow_supply:
             fs = sc.follow_supply
             hours_util = min(util, fs["capacity_factor"])

@@ -146,9 +146,11 @@ def _system_table(subs: list[Submission], scenario: str):
     for s in subs:
         if not s.ok:
             continue
-        engines = {c.get("cell_id"): P.engine_of(s.doc, c) for c in s.doc.get("cells", [])
+        doc = s.doc
+        assert doc is not None  # find_submissions loads the document of every valid one
+        engines = {c.get("cell_id"): P.engine_of(doc, c) for c in doc.get("cells", [])
                    if isinstance(c, dict)}
-        for r in rows_from_document(s.doc, str(s.path)):
+        for r in rows_from_document(doc, str(s.path)):
             r.update(vendor=s.vendor, system=s.system, slug=s.slug,
                      engine=engines.get(r["cell_id"], "hf"))
             rows.append(r)

@@ -53,7 +53,9 @@ def rows_from_document(doc: dict, origin: str = "") -> list[dict]:
         raise BenchError(f"{origin}: result document has no cells list")
     prov = _obj(doc.get("provenance"))
     harness = _obj(prov.get("harness"))
-    idle_list = doc.get("idle") if isinstance(doc.get("idle"), list) else []
+    idle_list = doc.get("idle")
+    if not isinstance(idle_list, list):
+        idle_list = []
     idle = {i.get("device"): i.get("power_w") for i in idle_list if isinstance(i, dict)}
     rows = []
     for n, c in enumerate(doc["cells"]):
