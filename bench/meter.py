@@ -166,17 +166,18 @@ class Meter:
         at both edges between the samples around each, after the window (waiting for the
         first sample past ``t1``), instead of the value held at the edge."""
         out = []
-        for s, r in zip(self.sources, readings, strict=True):
-            at = getattr(s, "energy_j_at", None)
+        for src, r in zip(self.sources, readings, strict=True):
+            at = getattr(src, "energy_j_at", None)
             if at is None:
                 out.append(r)
                 continue
+            s: Any = src  # a sampled source (bench.devices.bmc.SampledNodeSource)
             try:
                 e = at(t1) - at(t0)
             except SensorError as exc:
                 out.append(EnergyReading(s.name, s.device, s.scope, s.method, None, str(exc)))
                 continue
-            inside = sum(1 for x in s.samples() if t0 < x.t_ns <= t1)
+            inside = sum(1 for x in s.samples() if t0 < int(x.t_ns) <= t1)
             out.append(EnergyReading(s.name, s.device, s.scope, s.method, e, None,
                                      {"edges": "interpolated", "samples": inside,
                                       "period_s": s.period_s}))
