@@ -143,7 +143,7 @@ def counter_refreshes(t_ns, energy_j, latency_ns=None):
     steps = np.diff(e)
     val = e + np.concatenate(([0.0], np.cumsum(np.where(steps < 0, e[:-1], 0.0))))
     i = np.flatnonzero(np.diff(val) != 0) + 1
-    lo = t[i - 1] - lat[i - 1] // 2
+    lo = t[i - 1] - (lat[i - 1] + 1) // 2
     hi = t[i] + (lat[i] + 1) // 2
     lo = np.minimum.accumulate(lo[::-1])[::-1].copy()
     return lo, np.maximum.accumulate(hi), val[i]

@@ -348,7 +348,7 @@ def _counter_updates(t, e, lat, lo, hi, v):
         if val == prev_val:
             continue
         prev_val = val
-        lo[k] = t[i - 1] - lat[i - 1] // 2
+        lo[k] = t[i - 1] - (lat[i - 1] + 1) // 2
         hi[k] = t[i] + (lat[i] + 1) // 2
         v[k] = val
         k += 1
