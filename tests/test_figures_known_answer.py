@@ -198,3 +198,34 @@ def test_roofline_of_an_unknown_device_says_why():
                       "bf16", 1, 4, 3, 0.1)
     assert r["fraction"] is None and r["ceiling_output_tokens_per_j"] is None
     assert "Fake GPU 0" in r["reason"]
+
+
+def test_boundaries_of_energy_and_duration():
+    # 0.5 J is still energy: 8 tokens / 0.5 J = 16 tokens/J, 0.5 J / 0.4 s = 1.25 W
+    fig, _ = cell_figures([repeat(CALLS_C, 0.4, 0.5)], "gpu")
+    assert fig["output_tokens_per_j"] == pytest.approx(16.0)
+    assert fig["mean_power_w"] == pytest.approx(1.25)
+    # a zero-length window has no rate and no mean power (not a division by zero)
+    fig, _ = cell_figures([repeat(CALLS_C, 0.0, 64.0)], "gpu")
+    assert fig["output_tokens_per_s"] is None and fig["mean_power_w"] is None
+    assert fig["output_tokens_per_j"] == pytest.approx(0.125)
+    # idle 320 W over 0.5 s is all of 160 J: nothing left for the work -> None;
+    # idle 319 W leaves 0.5 J: 16 tokens / 0.5 J = 32 tokens/J
+    rep = repeat(CALLS_A, 0.5, 160.0)
+    assert cell_figures([rep], "gpu", 320.0)[0]["incremental_output_tokens_per_j"] is None
+    assert cell_figures([rep], "gpu", 319.0)[0][
+        "incremental_output_tokens_per_j"] == pytest.approx(32.0)
+
+
+def test_timeline_with_two_samples_and_a_trace_ending_early():
+    # two samples of 250 W spanning every call: 250 x 0.55 s prefill, 250 x 1.65 s decode
+    t = np.array([0, int(2.6 * S)], np.int64)
+    tl = phases_of(REPEATS, None, "gpu", BATCH, INPUT_LEN, OUTPUT_LEN,
+                   trace=(t, np.array([250.0, 250.0])))["timeline"]
+    assert tl["prefill_j_per_input_token"] == pytest.approx(250 * 0.55 / 80)
+    assert tl["decode_j_per_output_token"] == pytest.approx(250 * 1.65 / 30)
+    # a trace that ends between the last call's first token and its end does not cover it
+    t2 = np.array([0, int(2.5 * S)], np.int64)
+    tl = phases_of(REPEATS, None, "gpu", BATCH, INPUT_LEN, OUTPUT_LEN,
+                   trace=(t2, np.array([250.0, 250.0])))["timeline"]
+    assert "cover" in tl["reason"]
