@@ -163,15 +163,40 @@ def refresh_times_ns(earliest_ns, latest_ns, neighbours: int = 8):
         return hi.copy(), float("nan")
     num = np.concatenate(([0.0], np.cumsum(np.maximum(1.0, np.floor(d / p0 + 0.5)))))
     y = (hi - hi[0]).astype(np.float64)
-    sxx = np.sum((num - num.mean()) ** 2)
-    period = np.sum((num - num.mean()) * (y - y.mean())) / sxx if sxx > 0 else p0
+
+    def slope(keep, default):
+        if keep.sum() < 2:
+            return default
+        x, z = num[keep], y[keep]
+        sxx = np.sum((x - x.mean()) ** 2)
+        return np.sum((x - x.mean()) * (z - z.mean())) / sxx if sxx > 0 else default
+
+    every = np.ones(k, bool)
+    period = slope(every, p0)
+    period = period if period > 0 else p0
+    num = np.floor((y - np.median(y - num * period)) / period + 0.1)
+
+    def lower_half(default):
+        r = y - num * slope(every, default)
+        fit = slope(r <= np.median(r), default)
+        return fit if fit > 0 else default
+
+    period = lower_half(period)
+    r = y - num * period
+    near = np.abs(r - np.median(r)) < 0.5 * period
+    num = np.floor((y - r[near].min()) / period + 0.02)
+    period = lower_half(period)
     phase = y - num * period  # each refresh's grid origin as its latest time implies
     best = np.full(k, np.inf)
+    floor = (lo - hi[0]).astype(np.float64)
     for off in range(-neighbours, neighbours + 1):
         j = np.arange(k) + off
         ok = (j >= 0) & (j < k)
-        best[ok] = np.minimum(best[ok], phase[j[ok]])
-    x = hi[0] + np.floor(best + num * period + 0.5).astype(np.int64)
+        c = np.full(k, np.inf)
+        c[ok] = phase[j[ok]] + num[ok] * period
+        best = np.where((c > floor) & (c < best), c, best)
+    x = np.where(np.isinf(best), hi,
+                 hi[0] + np.floor(np.where(np.isinf(best), 0.0, best) + 0.5).astype(np.int64))
     out = np.maximum.accumulate(np.minimum(np.maximum(x, lo), hi))
     return out, float(period * 1e-9)
 

@@ -356,6 +356,43 @@ def _counter_updates(t, e, lat, lo, hi, v):
 
 
 @numba.njit(cache=True, nogil=True)
+def _slope(x, y, keep, default):
+    """Least-squares slope of y over x on the kept points (default if x does not vary)."""
+    n = 0
+    mx = 0.0
+    my = 0.0
+    for i in range(x.shape[0]):
+        if keep[i]:
+            n += 1
+            mx += x[i]
+            my += y[i]
+    if n < 2:
+        return default
+    mx /= n
+    my /= n
+    sxy = 0.0
+    sxx = 0.0
+    for i in range(x.shape[0]):
+        if keep[i]:
+            sxy += (x[i] - mx) * (y[i] - my)
+            sxx += (x[i] - mx) * (x[i] - mx)
+    return sxy / sxx if sxx > 0 else default
+
+
+@numba.njit(cache=True, nogil=True)
+def _lower_half_slope(num, y, keep, default):
+    """The slope over the points on or below the median residual of a fit over all."""
+    for i in range(num.shape[0]):
+        keep[i] = True
+    r = y - num * _slope(num, y, keep, default)
+    cut = np.median(r)
+    for i in range(num.shape[0]):
+        keep[i] = r[i] <= cut
+    fit = _slope(num, y, keep, default)
+    return fit if fit > 0 else default
+
+
+@numba.njit(cache=True, nogil=True)
 def _fit_refresh_times(lo, hi, neighbours, out):
     """Likely refresh times (ns): a regular period fitted to the latest times, each
     refresh placed at the earliest time its neighbours' latest times allow, within [lo, hi].
@@ -378,27 +415,44 @@ def _fit_refresh_times(lo, hi, neighbours, out):
     num = np.zeros(k, np.float64)
     for i in range(1, k):
         num[i] = num[i - 1] + max(1.0, np.floor(d[i - 1] / p0 + 0.5))
-    # least-squares period over the grid numbers (times relative to the first, in ns)
-    mx = 0.0
-    my = 0.0
+    y = np.empty(k, np.float64)  # latest times relative to the first, ns
     for i in range(k):
-        mx += num[i]
-        my += hi[i] - hi[0]
-    mx /= k
-    my /= k
-    sxy = 0.0
-    sxx = 0.0
+        y[i] = hi[i] - hi[0]
+    keep = np.ones(k, np.bool_)
+    period = _slope(num, y, keep, p0)
+    if not period > 0:
+        period = p0
+    # Renumber from the grid: a read up to 0.9 period late keeps its number (counting
+    # from the gaps alone, one 60 ms stall would shift every later refresh by one).
+    r = y - num * period
+    phase = np.median(r)
     for i in range(k):
-        sxy += (num[i] - mx) * (hi[i] - hi[0] - my)
-        sxx += (num[i] - mx) * (num[i] - mx)
-    period = sxy / sxx if sxx > 0 else p0
+        num[i] = np.floor((y[i] - phase) / period + 0.1)
+    # refit on the reads seen soonest (the lower half of the residuals): late reads
+    # only ever lie above the grid, and would tilt a fit over all of them
+    period = _lower_half_slope(num, y, keep, period)
+    # Then number each read by the refresh it saw: the latest one at or before it, so
+    # the floor from the phase the soonest reads pin (residuals near the median only:
+    # a read numbered wrongly above lies a period off), which holds for any stall.
+    r = y - num * period
+    med = np.median(r)
+    phase = np.inf
     for i in range(k):
+        if abs(r[i] - med) < 0.5 * period and r[i] < phase:
+            phase = r[i]
+    for i in range(k):
+        num[i] = np.floor((y[i] - phase) / period + 0.02)
+    period = _lower_half_slope(num, y, keep, period)
+    for i in range(k):
+        # a neighbour whose grid time for i falls at or before lo[i] contradicts the
+        # read before i's refresh (it was numbered wrongly, or the grid drifts): skipped
+        floor_i = lo[i] - hi[0]
         best = np.inf
         for j in range(max(0, i - neighbours), min(k, i + neighbours + 1)):
             c = (hi[j] - hi[0]) + (num[i] - num[j]) * period
-            if c < best:
+            if floor_i < c < best:
                 best = c
-        x = hi[0] + np.int64(np.floor(best + 0.5))
+        x = hi[i] if best == np.inf else hi[0] + np.int64(np.floor(best + 0.5))
         out[i] = min(max(x, lo[i]), hi[i])
         if i > 0 and out[i] < out[i - 1]:
             out[i] = out[i - 1]  # the grid keeps its order
@@ -498,10 +552,16 @@ def refresh_times_ns(earliest_ns, latest_ns, neighbours: int = 8) -> tuple[np.nd
     """Likely true refresh times (ns) of a counter that refreshes on a regular period.
 
     A late read bounds a refresh from one side only: it happened at or before the read
-    that saw it. So a regular period is fitted to the latest times (least squares over
-    grid numbers; a missed refresh counts two), and each refresh is placed at the earliest
-    time that its ``neighbours`` on either side allow on that grid, then clamped into its
-    own (earliest, latest] interval: a time the trace contradicts is never returned.
+    that saw it. So a regular period is fitted to the latest times: grid numbers from the
+    gaps (a missed refresh counts two), a least-squares period, numbers again from that
+    grid (a read up to 0.9 period late keeps its number), the period refitted on the
+    half of the reads that lie lowest against the grid (those seen soonest), and then
+    each read numbered by the refresh it saw (the floor from the phase the soonest read
+    pins, right after any stall) and the period refitted once more. Each refresh
+    is then placed at the earliest time that its ``neighbours`` on either side allow on
+    that grid, leaving out times at or before its own earliest (a neighbour numbered
+    wrongly after a long stall), and clamped into its own (earliest, latest] interval:
+    a time the trace contradicts is never returned.
 
     Returns:
         (times_ns, period_s): the times, non-decreasing; NaN period with fewer than three

@@ -86,7 +86,8 @@ def _points(tree: ast.AST):
 
                     def apply(n, i=i, new=new):
                         n.ops[i] = new()
-                    yield node, func, f"{SYMBOL[type(op)]} -> {SYMBOL[new]}", apply
+                    which = f" (comparison {i + 1})" if len(node.ops) > 1 else ""
+                    yield node, func, f"{SYMBOL[type(op)]} -> {SYMBOL[new]}{which}", apply
         if (isinstance(node, ast.Constant) and type(node.value) in (int, float)):
             yield (node, func, f"{node.value!r} -> {node.value + 1!r}",
                    lambda n: setattr(n, "value", n.value + 1))

@@ -78,3 +78,24 @@ def test_median_ci_rejects_bad_input():
 def test_bootstrap_of_three_repeats_is_min_max():
     # finding 2 of the issue: the old interval of 3 repeats is [min, max] (75%, not 95%)
     assert stats.bootstrap_ci([10.0, 12.0, 11.0]) == (10.0, 12.0)
+
+
+def test_median_ci_at_low_levels_and_exact_ties():
+    x = [4.0, 1.0, 3.0, 2.0]
+    # n = 4, level 0.3: j = 2 gives [x(2), x(3)] = [2, 3] with C(4,2)/16 = 0.375 >= 0.3;
+    # j = 3 does not exist (j <= (n + 1) // 2 = 2)
+    assert stats.median_ci(x, level=0.3) == (2.0, 3.0, 0.375)
+    # a coverage exactly at the level is enough: n = 6, j = 2 gives 50/64 = 0.78125
+    assert stats.median_ci([1.0, 2.0, 3.0, 4.0, 5.0, 6.0], level=0.78125) == (2.0, 5.0, 0.78125)
+    # odd n at a low level: the middle order statistic has coverage 0, so j stops before
+    assert stats.median_ci([1.0, 2.0, 3.0], level=0.1) == (1.0, 3.0, 0.75)
+
+
+def test_bootstrap_levels_and_sizes_by_hand():
+    # resampled medians of [1, 3]: 1 (1/4), 2 (1/2), 3 (1/4); a 40% interval (quantiles
+    # 0.3 and 0.7) lies inside the middle half: (2, 2)
+    assert stats.bootstrap_ci([1.0, 3.0], confidence=0.4) == (2.0, 2.0)
+    assert stats.bootstrap_ci([1.0, 3.0]) == (1.0, 3.0)  # two values are enough
+    for c in (0.0, 1.0, 1.5):
+        with pytest.raises(ValueError):
+            stats.bootstrap_ci([1.0, 2.0], confidence=c)

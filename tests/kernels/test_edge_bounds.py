@@ -112,11 +112,13 @@ def test_late_reads_are_placed_back_on_the_grid(f):
     u, period = f.refresh_times_ns(lo, hi)
     assert list(u) == [100 * MS, 200 * MS, 300 * MS, 400 * MS, 500 * MS]
     assert period == pytest.approx(0.1)
-    # a grid time the trace contradicts is clamped into (lo, hi]
+    # grid times the trace contradicts are skipped: with a read at 201 ms still showing
+    # the old value, the 200 ms that refreshes 0, 2 and 4 imply is out; the earliest
+    # left is 203 ms (its own read, and 403 ms less two periods)
     lo2 = lo.copy()
     lo2[1] = 201 * MS
     u2, _ = f.refresh_times_ns(lo2, hi)
-    assert u2[1] == 201 * MS
+    assert u2[1] == 203 * MS and u2[3] == 400 * MS
     # a missed refresh (a 200 ms gap) counts two grid steps: n = 0, 1, 3, 4 with delays
     # 0, 2, 2, 0 ms (sum of (n - 2) x delay is 0, so the period is exactly 100 ms)
     u3, period3 = f.refresh_times_ns(np.array([95, 195, 395, 495]) * MS,
@@ -232,5 +234,5 @@ def test_bound_holds_for_random_piecewise_constant_power(seed, counter_ms, sampl
     est, lo, hi, _ = T.counter_cumulative_bounds_j(t, e, q, t, p, lat)
     true = history_energy(bt, bw, q)
     ok = ~np.isnan(lo)
-    assert ok.sum() >= 20  # most queries lie between two refreshes
+    assert ok.sum() >= 10  # most queries lie between two refreshes (not near the ends)
     assert np.all(lo[ok] <= true[ok] + 1e-9) and np.all(true[ok] <= hi[ok] + 1e-9)
