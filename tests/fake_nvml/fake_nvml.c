@@ -21,7 +21,9 @@
  *   busy_w [0]                 > 0: power follows the work: a thread of this library sets,
  *                              every follow_ms [1], the step level to base_w + busy_w x the
  *                              CPU use of this process (other threads than its own) over
- *                              the last period, capped at one core
+ *                              the last period, capped at one core (the thread runs
+ *                              from the first nvmlInit to the last nvmlShutdown: do not
+ *                              fork in between, a child could inherit a held lock)
  *
  * Power follows the work: power(t) = level(t) + step(t), where step(t) is a piecewise-
  * constant history with exact CLOCK_MONOTONIC ns breakpoints (0 before the first),
