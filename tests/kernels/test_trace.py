@@ -170,3 +170,36 @@ def test_duplicated_samples_change_nothing(ts, data):
     q = [int(t[0]), int((t[0] + t[-1]) // 2), int(t[-1])]
     agree(T.power_cumulative_j(t, p, q), T.power_cumulative_j(t2, p2, q))
     agree(T.counter_cumulative_j(t, e, q), T.counter_cumulative_j(t2, e2, q))
+
+
+@pytest.mark.parametrize("fn", [T, R])
+def test_counter_interpolation_and_extrapolation_by_hand(fn):
+    t = np.arange(5, dtype=np.int64) * S
+    e = np.array([0.0, 10.0, 30.0, 30.0, 30.0])  # update points (1 s, 10 J), (2 s, 30 J)
+    q = [0, S // 2, S, 3 * S // 2, 2 * S, 7 * S // 2, 4 * S, 5 * S]
+    # before the first point: back along 20 J/s; between: linear; after the last: on
+    # along the last slope (20 J/s); outside the trace: NaN
+    want = [-10.0, 0.0, 10.0, 20.0, 30.0, 60.0, 70.0, np.nan]
+    agree(fn.counter_cumulative_j(t, e, q), np.array(want))
+    # one update point: a step there; none: constant
+    agree(fn.counter_cumulative_j(t, [0.0, 0.0, 5.0, 5.0, 5.0], [S, 3 * S // 2, 2 * S, 4 * S]),
+          np.array([0.0, 0.0, 5.0, 5.0]))
+    agree(fn.counter_cumulative_j(t, np.full(5, 7.0), [0, 4 * S]), np.array([7.0, 7.0]))
+
+
+@pytest.mark.parametrize("fn", [T, R])
+def test_counter_input_errors_name_the_sample(fn):
+    with pytest.raises(ValueError, match=r"energy_j\[0\] is NaN"):
+        fn.counter_cumulative_j([1, 2, 3], [np.nan, 1.0, 2.0], [2])
+    with pytest.raises(ValueError, match=r"energy_j\[2\] is NaN"):
+        fn.counter_cumulative_j([1, 2, 3], [0.0, 1.0, np.nan], [2])
+    with pytest.raises(ValueError, match=r"t_ns\[2\] < t_ns\[1\]"):
+        fn.counter_cumulative_j([1, 3, 2], [0.0, 1.0, 2.0], [2])
+    with pytest.raises(ValueError, match=r"t_ns\[2\] < t_ns\[1\]"):
+        fn.power_cumulative_j([1, 3, 2], [0.0, 1.0, 2.0], [2])
+    with pytest.raises(ValueError, match=r"power_w\[0\] is NaN"):
+        fn.power_cumulative_j([1, 2, 3], [np.nan, 1.0, 2.0], [2])
+    with pytest.raises(ValueError, match=r"energy_j\[1\] is NaN"):
+        fn.counter_refreshes([1, 2, 3], [0.0, np.nan, 2.0])
+    with pytest.raises(ValueError, match=r"t_ns\[2\] < t_ns\[1\]"):
+        fn.counter_refreshes([1, 3, 2], [0.0, 1.0, 2.0])
