@@ -203,3 +203,12 @@ def test_counter_input_errors_name_the_sample(fn):
         fn.counter_refreshes([1, 2, 3], [0.0, np.nan, 2.0])
     with pytest.raises(ValueError, match=r"t_ns\[2\] < t_ns\[1\]"):
         fn.counter_refreshes([1, 3, 2], [0.0, 1.0, 2.0])
+
+
+@pytest.mark.parametrize("fn", [T, R])
+def test_power_nan_at_the_end_and_an_empty_window(fn):
+    with pytest.raises(ValueError, match=r"power_w\[2\] is NaN"):
+        fn.power_cumulative_j([1, 2, 3], [1.0, 1.0, np.nan], [2])
+    t = np.array([0, S, 2 * S], np.int64)
+    e, gap, cov = fn.power_energy_j(t, [100.0, 100.0, 100.0], S, S)
+    assert e == 0.0 and np.isnan(gap) and cov == 0.0
