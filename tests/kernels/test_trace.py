@@ -212,3 +212,27 @@ def test_power_nan_at_the_end_and_an_empty_window(fn):
     t = np.array([0, S, 2 * S], np.int64)
     e, gap, cov = fn.power_energy_j(t, [100.0, 100.0, 100.0], S, S)
     assert e == 0.0 and np.isnan(gap) and cov == 0.0
+
+
+@pytest.mark.parametrize("fn", [T, R])
+def test_update_period_and_steady_window_edges_by_hand(fn):
+    t = np.arange(4, dtype=np.int64) * S
+    # two changes (at 1 s and 3 s): one interval of 2 s; one change: NaN
+    assert fn.update_period_s(t, [0.0, 1.0, 1.0, 2.0]) == 2.0
+    assert np.isnan(fn.update_period_s(t, [0.0, 1.0, 1.0, 1.0]))
+    # changes at 1, 2 and 3 s, then 4 and 7 s: intervals 1, 1, 1, 3 s -> median 1
+    t8 = np.arange(8, dtype=np.int64) * S
+    assert fn.update_period_s(t8, [0, 1, 2, 3, 4, 4, 4, 5]) == 1.0
+    # a band of width 0 holds exactly the median: all of a constant run
+    assert fn.steady_window(t, np.full(4, 10.0), 0.0) == (0, 4, 3.0)
+    # the median of [1, 3] is 2, which no sample equals: no run, no duration
+    assert fn.steady_window(t[:2], [1.0, 3.0], 0.0) == (0, 0, 0.0)
+    # the band's edges belong to it: median 10, +-10% is [9, 11]
+    t5 = np.arange(5, dtype=np.int64) * S
+    assert fn.steady_window(t5, [9.0, 10.0, 10.0, 11.0, 12.0], 0.1) == (0, 4, 3.0)
+
+
+@pytest.mark.parametrize("fn", [T, R])
+def test_empty_counter_window_is_zero(fn):
+    t = np.arange(4, dtype=np.int64) * S
+    assert fn.counter_energy_j(t, [0.0, 1.0, 2.0, 3.0], S, S) == 0.0
