@@ -236,3 +236,14 @@ def test_bound_holds_for_random_piecewise_constant_power(seed, counter_ms, sampl
     ok = ~np.isnan(lo)
     assert ok.sum() >= 10  # most queries lie between two refreshes (not near the ends)
     assert np.all(lo[ok] <= true[ok] + 1e-9) and np.all(true[ok] <= hi[ok] + 1e-9)
+
+
+@pytest.mark.parametrize("f", [T, R])
+def test_empty_and_single_sample_traces(f):
+    for t, e in (([], []), ([S], [3.0])):
+        lo, hi, v = f.counter_refreshes(np.array(t, np.int64), np.array(e))
+        assert lo.size == hi.size == v.size == 0
+        est, low, high, period = f.counter_cumulative_bounds_j(
+            np.array(t, np.int64), np.array(e), [S])
+        assert np.isnan(est[0]) and np.isnan(low[0]) and np.isnan(high[0])
+        assert np.isnan(period)

@@ -201,6 +201,8 @@ def test_counter_input_errors_name_the_sample(fn):
         fn.power_cumulative_j([1, 2, 3], [np.nan, 1.0, 2.0], [2])
     with pytest.raises(ValueError, match=r"energy_j\[1\] is NaN"):
         fn.counter_refreshes([1, 2, 3], [0.0, np.nan, 2.0])
+    with pytest.raises(ValueError, match=r"energy_j\[0\] is NaN"):
+        fn.counter_refreshes([1, 2, 3], [np.nan, 1.0, 2.0])
     with pytest.raises(ValueError, match=r"t_ns\[2\] < t_ns\[1\]"):
         fn.counter_refreshes([1, 3, 2], [0.0, 1.0, 2.0])
 
