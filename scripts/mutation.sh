@@ -8,9 +8,8 @@
 # Survivors judged equivalent are listed, with why, in scripts/mutation-equivalent.txt.
 set -euo pipefail
 
-# Modules (path[:function,...]) and the tests that must kill their mutants. The figures
-# move to bench/results/figures.py: change FIGURES (and FIGURE_TESTS) here.
-FIGURES="bench/results/schema.py:repeat_figures,cell_figures bench/cells.py:phases"
+# Modules (path[:function,...]) and the tests that must kill their mutants.
+FIGURES="bench/results/figures.py:repeat_figures,cell_figures,phases,weakest_method,idle_power_w,run_summary"
 FIGURE_TESTS="tests/test_figures_known_answer.py"
 ECON="bench/econ/formulas.py"
 ECON_TESTS="tests/test_econ.py tests/test_econ_known_answer.py"

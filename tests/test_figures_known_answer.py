@@ -9,8 +9,8 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from bench.cells import phases as phases_of
-from bench.results.schema import cell_figures
+from bench.results.figures import cell_figures
+from bench.results.figures import phases as phases_of
 from bench.roofline import cell_roofline
 
 S = 1_000_000_000  # ns per s
