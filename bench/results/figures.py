@@ -98,6 +98,7 @@ def cell_figures(repeats: list[dict], scope: str,
     figures["node_output_tokens_per_j"] = stats.median(
         [r["output_tokens"] / e for r, e in zip(repeats, node, strict=True)]) \
         if node and all(e is not None and e > 0 for e in node) else None
+    unc_edge = _edge_bound_rel(repeats, scope)
     tpj = [v for p in per if (v := p["output_tokens_per_j"]) is not None]
     unc: dict[str, Any] = {"repeats": len(repeats), "output_tokens_per_j_min": None,
                            "output_tokens_per_j_max": None, "output_tokens_per_j_ci95": None}
@@ -106,7 +107,27 @@ def cell_figures(repeats: list[dict], scope: str,
         unc["output_tokens_per_j_max"] = max(tpj)
         ci = stats.bootstrap_ci(tpj)
         unc["output_tokens_per_j_ci95"] = list(ci) if ci else None
+    unc["edge_bound_rel_max"] = unc_edge
     return figures, unc
+
+
+def _edge_bound_rel(repeats: list[dict], scope: str) -> float | None:
+    """The largest relative edge bound of the repeats' ``scope`` energy, or None.
+
+    A window's edge bound is the sum of its readings' ``edge_bound_j`` (each an interval
+    that holds the true energy, from the counter's refresh grid and the power sampled
+    around the edges); relative to the window's energy. None where a reading has none.
+    """
+    worst = None
+    for r in repeats:
+        e = _energy(r, scope)
+        bounds = [(rd.get("stats") or {}).get("edge_bound_j")
+                  for rd in r.get("readings", []) if rd.get("scope") == scope]
+        if not bounds or None in bounds or e is None or e <= 0:
+            return None
+        rel = sum(bounds) / e
+        worst = rel if worst is None else max(worst, rel)
+    return worst
 
 
 def _median(vals: Iterable[float | None]) -> float | None:
