@@ -69,7 +69,9 @@ def test_cell_uncertainty_by_hand():
     assert unc["output_tokens_per_j_min"] == pytest.approx(0.08)
     assert unc["output_tokens_per_j_max"] == pytest.approx(0.125)
     # the bootstrap "95%" interval of 3 repeats is [min, max] (finding 2 of the issue)
-    assert unc["output_tokens_per_j_ci95"] == pytest.approx([0.08, 0.125])
+    # 3 repeats: the order-statistic interval is [min, max], coverage 1 - 2 x 1/8 = 0.75
+    assert unc["output_tokens_per_j_ci"] == pytest.approx([0.08, 0.125])
+    assert unc["ci_level"] == pytest.approx(0.75)
 
 
 def test_even_repeats_take_the_middle_pair():
@@ -88,7 +90,8 @@ def test_missing_or_idle_dominated_energy_is_none_never_zero():
               "mean_power_w", "energy_j", "incremental_output_tokens_per_j"):
         assert fig[k] is None, k
     assert fig["output_tokens_per_s"] == pytest.approx(18.0)  # (20 + 16)/2: no energy needed
-    assert unc["output_tokens_per_j_ci95"] is None and unc["output_tokens_per_j_min"] is None
+    assert unc["output_tokens_per_j_ci"] is None and unc["output_tokens_per_j_min"] is None
+    assert unc["ci_level"] is None
     # idle 250 W: 160 - 200 < 0 J of work: no incremental figure (not a negative one)
     fig, _ = cell_figures(REPEATS, "gpu", idle_power_w=250.0)
     assert fig["incremental_output_tokens_per_j"] is None
