@@ -53,12 +53,12 @@ class Trace:
 
     def energy_valid(self) -> tuple[np.ndarray, np.ndarray]:
         """(t_ns, energy_j) of the samples whose counter read succeeded."""
-        ok = self.energy_status == 0
+        ok = self.energy_status == nvml.SUCCESS
         return self.t_ns[ok], self.energy_j[ok]
 
     def power_valid(self) -> tuple[np.ndarray, np.ndarray]:
         """(t_ns, power_w) of the samples whose power read succeeded."""
-        ok = self.power_status == 0
+        ok = self.power_status == nvml.SUCCESS
         return self.t_ns[ok], self.power_w[ok]
 
     def after(self, t_ns: int) -> Trace:
@@ -69,8 +69,11 @@ class Trace:
 
     def last_error(self) -> int | None:
         """The latest non-success NVML code of the energy or power reads, if any."""
-        bad = np.concatenate([self.energy_status[self.energy_status > 0],
-                              self.power_status[self.power_status > 0]])
+        # -1 marks a read that was not made (no counter, power mode none): not an error.
+        def failed(status):
+            return status[(status != nvml.SUCCESS) & (status >= 0)]
+
+        bad = np.concatenate([failed(self.energy_status), failed(self.power_status)])
         return int(bad[-1]) if bad.size else None
 
 
@@ -247,13 +250,8 @@ class Sampler:
         return False
 
     def lost(self) -> dict[int, bool]:
-        """Which GPUs reported GPU_IS_LOST."""
+        """Which GPUs the loop saw lost (NVML's GPU_IS_LOST); it stops reading those."""
         return {i: bool(self._lost[d]) for d, i in enumerate(self.indices)}
-
-
-def _nvml_reason(code: int | None) -> str:
-    names = {15: "GPU is lost", 3: "not supported", 1: "NVML uninitialised"}
-    return names.get(code, f"NVML error {code}") if code is not None else "no samples"
 
 
 def window_stats(tr: Trace, t0: int, t1: int) -> dict:
@@ -261,7 +259,7 @@ def window_stats(tr: Trace, t0: int, t1: int) -> dict:
     inside = (tr.t_ns >= t0) & (tr.t_ns <= t1)
     n = int(inside.sum())
     dur = (t1 - t0) * 1e-9
-    p = tr.power_w[inside & (tr.power_status == 0)]
+    p = tr.power_w[inside & (tr.power_status == nvml.SUCCESS)]
     return {"samples": n, "sample_rate_hz": n / dur if dur > 0 else None,
             "mean_power_w": float(p.mean()) if p.size else None,
             "max_power_w": float(p.max()) if p.size else None}
@@ -296,8 +294,8 @@ def sampled_energy(tr: Trace, t0: int, t1: int, edge):
             return replace(edge, energy_j=e, method="power_integration", reason=None,
                            stats=stats)
         reason = (f"power samples cover {covered:.1%} of the window "
-                  f"(largest gap {gap_s:.3f} s; {_nvml_reason(tr.last_error())})")
+                  f"(largest gap {gap_s:.3f} s; {nvml.status_text(tr.last_error())})")
         return replace(edge, energy_j=None, method="power_integration", reason=reason,
                        stats=stats)
-    reason = edge.reason or _nvml_reason(tr.last_error())
+    reason = edge.reason or nvml.status_text(tr.last_error())
     return replace(edge, energy_j=None, reason=reason, stats=stats)

@@ -9,7 +9,6 @@ import threading
 import time
 
 import numpy as np
-import pynvml
 
 from bench.devices import nvml
 from bench.sampler import Sampler
@@ -31,18 +30,22 @@ def gil_heavy(seconds):
 
 
 class PythonPoller:
-    """The baseline: a Python thread polling pynvml at a fixed rate (what most tools do)."""
+    """The baseline: a Python thread polling NVML through pynvml (what most tools do).
+
+    It calls pynvml through bench.devices.nvml, the one module that imports it; the
+    wrapper adds a try block per call, nothing that changes the comparison.
+    """
 
     def __init__(self, index, rate_hz):
         self.index, self.period = index, 1.0 / rate_hz
         self.t, self.stop = [], threading.Event()
 
     def run(self):
-        h = pynvml.nvmlDeviceGetHandleByIndex(self.index)
+        h = nvml.handle(self.index)
         nxt = time.monotonic()
         while not self.stop.is_set():
-            pynvml.nvmlDeviceGetTotalEnergyConsumption(h)
-            pynvml.nvmlDeviceGetFieldValues(h, [186])
+            nvml.read_energy_j(h)
+            nvml.read_field_power_w(h, nvml.FIELD_POWER_INSTANT)
             self.t.append(time.monotonic_ns())
             nxt += self.period
             delay = nxt - time.monotonic()
