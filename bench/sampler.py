@@ -215,15 +215,19 @@ class Sampler:
         """What was sampled, one :class:`Trace` per GPU (a consistent snapshot).
 
         Args:
-            since_ns: leave out whole buffer chunks that end before this time (a window
-                needs only its own samples and one counter update before it), so the
-                cost stays that of the window, not of the whole run.
+            since_ns: leave out the whole buffer chunks before the one holding the last
+                sample at or before this time (a window needs its own samples and one
+                before its edge), so the cost stays that of the window, not of the run.
         """
         if self._error is not None:
             raise SensorError(f"sampler failed: {self._error}")
         with self._lock:
-            parts = [p for p in self._chunks if p[0].shape[1] and (
-                since_ns is None or int(p[0][:, -1].max()) >= since_ns)]
+            parts = [p for p in self._chunks if p[0].shape[1]]
+            if since_ns is not None:
+                # the last chunk whose first tick (every GPU's) is at or before since_ns
+                first = max((i for i, p in enumerate(parts)
+                             if int(p[0][:, 0].max()) <= since_ns), default=0)
+                parts = parts[first:]
             if self._current is not None:
                 n = int(self._progress[0])
                 parts.append(tuple(a[:, :n].copy() for a in self._current))
@@ -265,6 +269,41 @@ def window_stats(tr: Trace, t0: int, t1: int) -> dict:
             "max_power_w": float(p.max()) if p.size else None}
 
 
+def counter_edge_lag_s(t_ns, energy_j, latency_ns, edges_ns) -> float | None:
+    """How late the sampler may have seen the counter updates the edges are interpolated from.
+
+    A counter update is first seen at the sample after it, so it is stamped late by up
+    to the gap before that sample (plus half a call: a sample is stamped at the middle
+    of its NVML calls). Interpolating at an edge between update points a and b, at
+    fraction w of the way, shifts the edge by ``|1 - w| x lag_a + |w| x lag_b``: under
+    constant power P the edge's counter value is off by at most P times that. On an idle
+    machine this is about one sampling period; CPU contention that delays the sampling
+    thread makes it larger.
+
+    Args:
+        t_ns, energy_j, latency_ns: the valid counter samples, in time order.
+        edges_ns: the window edges.
+
+    Returns:
+        The largest such shift over the edges in s, or None with fewer than two updates.
+    """
+    t = np.asarray(t_ns, np.int64)
+    points = np.flatnonzero(np.diff(np.asarray(energy_j, np.float64)) != 0) + 1
+    if points.size < 2:
+        return None
+    lat = np.asarray(latency_ns, np.float64)
+    seen = t[points]
+    lag = (seen - t[points - 1]) + lat[points - 1] / 2
+    worst = 0.0
+    for q in edges_ns:
+        # the pair the interpolation uses: the update points on either side of q (the
+        # nearest two where q is before the first or after the last: extrapolation)
+        b = min(max(int(np.searchsorted(seen, q, side="right")), 1), points.size - 1)
+        w = (q - seen[b - 1]) / (seen[b] - seen[b - 1])
+        worst = max(worst, abs(1 - w) * lag[b - 1] + abs(w) * lag[b])
+    return float(worst * 1e-9)
+
+
 def sampled_energy(tr: Trace, t0: int, t1: int, edge):
     """A GPU's window energy from its trace, falling back to the edge reading ``edge``.
 
@@ -282,6 +321,8 @@ def sampled_energy(tr: Trace, t0: int, t1: int, edge):
         e = K.counter_energy_j(te, ee, t0, t1)
         if e == e and e >= 0:  # not NaN
             stats["counter_edges"] = "interpolated"
+            ok = tr.energy_status == nvml.SUCCESS
+            stats["edge_lag_s"] = counter_edge_lag_s(te, ee, tr.latency_ns[ok], (t0, t1))
             return replace(edge, energy_j=e, method="counter", reason=None, stats=stats)
     if edge.energy_j is not None:
         stats["counter_edges"] = "read"
