@@ -89,3 +89,57 @@ def max_gap_s(t_ns, t0_ns: int, t1_ns: int) -> float:
     i1 = min(int(np.searchsorted(t, t1_ns)) + 1, t.size)
     seg = t[i0:i1]
     return float(np.diff(seg).max() * 1e-9) if seg.size > 1 else float("inf")
+
+
+def read_counter_trace(run_dir, index: int):
+    """(t_ns, energy_j, latency_ns) of GPU ``index``'s valid counter samples in a run."""
+    import pyarrow.parquet as pq
+
+    tab = pq.read_table(run_dir / "trace.parquet").to_pandas()
+    tr = tab[(tab.device_index == index) & (tab.energy_status == 0)].sort_values(
+        "t_ns", kind="stable")
+    return tr.t_ns.to_numpy(), tr.energy_j.to_numpy(), tr.latency_ns.to_numpy()
+
+
+def max_counter_lag_s(t_ns, energy_j, latency_ns) -> float:
+    """The latest any counter update in the trace can have been seen: bounds every window.
+
+    For a window whose edges are not recorded (the idle baseline): with interpolation
+    each edge is off by at most power x this, so the window by twice that.
+    """
+    t = np.asarray(t_ns, np.int64)
+    points = np.flatnonzero(np.diff(np.asarray(energy_j, np.float64)) != 0) + 1
+    lat = np.asarray(latency_ns, np.float64)
+    return float(((t[points] - t[points - 1]) + lat[points - 1] / 2).max() * 1e-9)
+
+
+def assert_cell_power_within_trace_bound(run_dir, cell, power_w: float) -> tuple:
+    """A constant-power cell's repeat energies and mean power, against its trace's bound.
+
+    Under CPU contention the sampling thread wakes late, sees each counter update late by
+    its gap, and the edge interpolation is off by up to power x that delay. The bound is
+    computed from the run's own trace (:func:`counter_window_error_j`): about 1 ms of
+    power per edge on an idle machine (a stale-counter bug is off by up to 100 ms).
+
+    Returns:
+        (lo, hi): the range of P x duration / energy over the repeats (the factor by
+        which a tokens-per-joule figure can differ from tokens-per-second / P).
+    """
+    t, e, lat = read_counter_trace(run_dir, int(cell["device"].removeprefix("gpu")))
+    power, factor = [], []
+    for rep in cell["repeats"]:
+        t0, t1 = rep["t0_ns"], rep["t1_ns"]
+        (gpu,) = [r for r in rep["readings"] if r["scope"] == "gpu"]
+        assert gpu["stats"]["counter_edges"] == "interpolated"
+        lo, hi = counter_window_error_j(t, e, lat, t0, t1, power_w)
+        true_j = power_w * (t1 - t0) * 1e-9
+        err = rep["energy"]["gpu"]["energy_j"] - true_j
+        gaps = (max_gap_s(t, t0, t0), max_gap_s(t, t1, t1))
+        assert lo <= err <= hi, (cell["device"], err, (lo, hi), "sample gaps at edges", gaps)
+        power.append((lo / rep["duration_s"], hi / rep["duration_s"]))
+        factor.append((true_j / (true_j + hi), true_j / (true_j + lo)))
+    # a figure is the median over repeats, so it lies within the repeats' joint range
+    got = cell["figures"]["mean_power_w"]
+    lo_w, hi_w = min(x for x, _ in power), max(x for _, x in power)
+    assert power_w + lo_w - 1e-9 <= got <= power_w + hi_w + 1e-9, (got, lo_w, hi_w)
+    return min(x for x, _ in factor), max(x for _, x in factor)
