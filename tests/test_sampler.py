@@ -222,9 +222,10 @@ def test_sampler_holds_rate_under_gil_heavy_main_thread(fake_nvml):
     # Was: >= 95% of the nominal rate. Other processes on a busy machine delay the
     # thread's wake-ups whatever the code does, so the test compares the loop with itself:
     # the main thread busy holding the GIL vs. equally busy with the GIL released, back to
-    # back. A loop that needs the GIL falls to ~40% (a Python polling thread, measured);
-    # the numba loop is unaffected. Up to three attempts for a burst of outside load;
-    # the absolute 99% goal is measured by tests/perf/test_sampler_perf.py.
+    # back. A thread that needs the GIL for each tick falls to ~36-40% (a Python polling
+    # thread, shared/notes/measurement.md); the numba loop is unaffected, and phases
+    # beside a CPU hog were seen to differ by up to 17%, hence 0.75. Up to three attempts
+    # for a burst of outside load; the 99% goal is measured by tests/perf.
     fake_nvml("base_w=100;base_w=100")
     ratios = []
     with Sampler([0, 1], rate_hz=1000) as s:
@@ -233,9 +234,9 @@ def test_sampler_holds_rate_under_gil_heavy_main_thread(fake_nvml):
             control = samples_during(s, gil_free_busy, 1.0)
             heavy = samples_during(s, gil_heavy, 1.0)
             ratios.append(min(h / max(c, 1) for h, c in zip(heavy, control, strict=True)))
-            if ratios[-1] >= 0.9 and min(control) >= 250:
+            if ratios[-1] >= 0.75 and min(control) >= 250:
                 break
-    assert ratios[-1] >= 0.9 and min(control) >= 250, (ratios, control, heavy)
+    assert ratios[-1] >= 0.75 and min(control) >= 250, (ratios, control, heavy)
 
 
 def test_traces_since_leaves_out_old_chunks(fake_nvml):
