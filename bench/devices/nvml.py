@@ -64,8 +64,8 @@ def status_text(code: int | None) -> str:
 
 def error(code: int, what: str) -> SensorError:
     """The project's exception for NVML return ``code`` of the read ``what``."""
-    cls, reason = _ERRORS.get(code, (SensorError, f"NVML error {code}"))
-    return cls(f"{what}: {reason}")
+    cls = _ERRORS[code][0] if code in _ERRORS else SensorError
+    return cls(f"{what}: {status_text(code)}")
 
 
 def _call(what: str, fn, *args):
