@@ -7,7 +7,7 @@
 #   scripts/stress_suite.sh [N] [PYTEST_ARGS...]     e.g. scripts/stress_suite.sh 3 -x -q
 #
 # PYTHON selects the interpreter (default: python, else python3), as in the README's
-# `python -m pytest`. Each run's output is kept in $STRESS_LOG_DIR (default: a temp dir).
+# `python -m pytest`; its folder goes first on PATH, as in an activated venv. Each run's output is kept in $STRESS_LOG_DIR (default: a temp dir).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 
@@ -18,6 +18,9 @@ if ! [[ $n =~ ^[1-9][0-9]*$ ]]; then
     exit 2
 fi
 py=${PYTHON:-$(command -v python || command -v python3)}
+# the interpreter's folder first on PATH, as an activated venv has it: tests run `bench`
+PATH="$(dirname "$py"):$PATH"
+export PATH
 logs=${STRESS_LOG_DIR:-$(mktemp -d -t joulebench-stress.XXXXXX)}
 mkdir -p "$logs"
 
@@ -55,7 +58,7 @@ for i in $(seq "$n"); do
         echo "run $i of $n: passed (${secs} s) $summary"
     else
         echo "run $i of $n: FAILED rc=$rc (${secs} s) $summary"
-        grep -E '^(FAILED|ERROR) ' "$logs/run-$i.log" | sed 's/^/    /'
+        grep -a -E '^(FAILED|ERROR) ' "$logs/run-$i.log" | sed 's/^/    /'
     fi
 done
 stop_hogs
