@@ -7,7 +7,8 @@
 #   scripts/stress_suite.sh [N] [PYTEST_ARGS...]     e.g. scripts/stress_suite.sh 3 -x -q
 #
 # PYTHON selects the interpreter (default: python, else python3), as in the README's
-# `python -m pytest`; its folder goes first on PATH, as in an activated venv. Each run's output is kept in $STRESS_LOG_DIR (default: a temp dir).
+# `python -m pytest`; its folder goes first on PATH, as in an activated venv. Each run's
+# output is kept in $STRESS_LOG_DIR (default: a temp dir).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 
