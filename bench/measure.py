@@ -104,7 +104,8 @@ def measure_command(argv: list[str], gpu: str = "all", rate_hz: float = 1000.0,
             "sample_rate_hz": st.get("sample_rate_hz"),
             "mean_power_w": (r.energy_j / m.duration_s if r.energy_j is not None
                              and m.duration_s > 0 else None),
-            "max_power_w": st.get("max_power_w"), "reason": r.reason})
+            "max_power_w": st.get("max_power_w"), "edge_lag_s": st.get("edge_lag_s"),
+            "reason": r.reason})
     for scope in ("cpu", "dram"):
         e = m.energy_j(scope)
         report[scope] = {"energy_j": e, "method": m.method(scope) if e is not None else None,
