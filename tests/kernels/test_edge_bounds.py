@@ -247,3 +247,14 @@ def test_empty_and_single_sample_traces(f):
             np.array(t, np.int64), np.array(e), [S])
         assert np.isnan(est[0]) and np.isnan(low[0]) and np.isnan(high[0])
         assert np.isnan(period)
+
+
+@pytest.mark.parametrize("f", [T, R])
+def test_refreshes_unwrap_resets_and_allow_repeated_times(f):
+    t = np.array([0, 1, 2, 3], np.int64) * S
+    # a reset to 5 J after 110 J: unwrapped 100, 110, 115, 125
+    lo, hi, v = f.counter_refreshes(t, [100.0, 110.0, 5.0, 15.0])
+    assert list(v) == [110.0, 115.0, 125.0] and list(hi) == [S, 2 * S, 3 * S]
+    # two samples at one time (allowed): the change is seen at the first of them
+    lo, hi, v = f.counter_refreshes(np.array([0, S, S, 2 * S]), [0.0, 1.0, 1.0, 2.0])
+    assert list(lo) == [0, S] and list(hi) == [S, 2 * S] and list(v) == [1.0, 2.0]
