@@ -258,3 +258,14 @@ def test_refreshes_unwrap_resets_and_allow_repeated_times(f):
     # two samples at one time (allowed): the change is seen at the first of them
     lo, hi, v = f.counter_refreshes(np.array([0, S, S, 2 * S]), [0.0, 1.0, 1.0, 2.0])
     assert list(lo) == [0, S] and list(hi) == [S, 2 * S] and list(v) == [1.0, 2.0]
+
+
+@pytest.mark.parametrize("f", [T, R])
+def test_period_is_refitted_on_the_reads_seen_soonest(f):
+    # reads 0, 0, 1, 0 ms late on a 100 ms grid. All four: slope 500.5 / 5 = 100.1 ms,
+    # residuals 0, -0.1, 0.8, -0.3 ms around a median of -0.05: the lower half is the
+    # reads at 200 and 400 ms, whose slope is exactly 100 ms
+    hi = np.array([100, 200, 301, 400], np.int64) * MS
+    u, period = f.refresh_times_ns(hi - 5 * MS, hi)
+    assert period == pytest.approx(0.1, rel=1e-12)
+    assert list(u) == [100 * MS, 200 * MS, 300 * MS, 400 * MS]
