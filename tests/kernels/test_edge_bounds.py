@@ -269,3 +269,17 @@ def test_period_is_refitted_on_the_reads_seen_soonest(f):
     u, period = f.refresh_times_ns(hi - 5 * MS, hi)
     assert period == pytest.approx(0.1, rel=1e-12)
     assert list(u) == [100 * MS, 200 * MS, 300 * MS, 400 * MS]
+
+
+@pytest.mark.parametrize("f", [T, R])
+def test_period_from_two_neighbouring_soonest_reads_and_from_three_refreshes(f):
+    # reads 0.6, 0, 0, 0.2 ms late: all four give 499.4 / 5 = 99.88 ms; residuals 0,
+    # -0.48, -0.36, 0.04 around a median of -0.18 keep the reads at 200 and 300 ms:
+    # 100 ms exactly, and the grid then puts every refresh back on it
+    hi = np.array([100_600_000, 200_000_000, 300_000_000, 400_200_000], np.int64)
+    u, period = f.refresh_times_ns(hi - 5 * MS, hi)
+    assert period == pytest.approx(0.1, rel=1e-12)
+    assert list(u) == [100 * MS, 200 * MS, 300 * MS, 400 * MS]
+    # three refreshes are enough for a period
+    u, period = f.refresh_times_ns(np.array([95, 195, 295]) * MS, np.array([100, 200, 300]) * MS)
+    assert period == pytest.approx(0.1, rel=1e-12)
