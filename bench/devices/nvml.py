@@ -237,7 +237,7 @@ def handle_address(h) -> int:
     """The NVML device handle as an integer: the pointer NVML's C functions expect."""
     import ctypes
 
-    return int(ctypes.cast(h, ctypes.c_void_p).value)
+    return int(ctypes.cast(h, ctypes.c_void_p).value or 0)
 
 
 def function_addresses(names) -> dict[str, int]:
@@ -254,7 +254,7 @@ def function_addresses(names) -> dict[str, int]:
     out = {}
     for name in names:
         try:
-            out[name] = int(ctypes.cast(getattr(lib, name), ctypes.c_void_p).value)
+            out[name] = int(ctypes.cast(getattr(lib, name), ctypes.c_void_p).value or 0)
         except AttributeError:
             raise error(pynvml.NVML_ERROR_FUNCTION_NOT_FOUND, name) from None
     return out
