@@ -69,6 +69,12 @@ class SweepConfig:
         compile: on GPUs, a static cache and torch.compile.
         idle_s: idle-baseline window per GPU before its cells, s.
         engine: what generates the tokens (see :data:`ENGINES`); part of every cell's key.
+        node_power: the node's BMC (``redfish://BMC[:PORT][/CHASSIS]`` or
+            ``ipmi://[BMC[:PORT]]``) for the ``node`` scope, or None.
+        bmc_insecure: skip TLS verification of the BMC (self-signed certificates).
+        bmc_ca_file: a CA bundle to verify the BMC with.
+        bmc_credentials: a file with the BMC's username and password (never the secret
+            itself; see ``bench.devices.bmc.credentials``).
     """
 
     models: tuple[str, ...] = ("tiny-llama",)
@@ -85,6 +91,10 @@ class SweepConfig:
     compile: bool = True
     idle_s: float = 3.0
     engine: str = "hf"
+    node_power: str | None = None
+    bmc_insecure: bool = False
+    bmc_ca_file: str | None = None
+    bmc_credentials: str | None = None
 
     def __post_init__(self) -> None:
         _check_types(self)
@@ -161,7 +171,9 @@ _TYPES: dict[str, tuple[type, ...]] = {
     "repeats": (int,), "warmup": (int, type(None)), "seed": (int,),
     "min_window_s": (int, float, type(None)), "idle_s": (int, float),
     "cpu_w_per_logical_cpu": (int, float, type(None)), "phases": (bool,), "compile": (bool,),
-    "dtype": (str, type(None)), "engine": (str,),
+    "dtype": (str, type(None)), "engine": (str,), "node_power": (str, type(None)),
+    "bmc_insecure": (bool,), "bmc_ca_file": (str, type(None)),
+    "bmc_credentials": (str, type(None)),
 }
 
 
