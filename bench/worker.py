@@ -25,11 +25,15 @@ from bench.sweep import Cell, SweepConfig
 from bench.workload import Workload, make_workload
 
 
-def energy_sources(device: Device, config: SweepConfig) -> tuple[list[Any], list[dict]]:
+def energy_sources(device: Device, config: SweepConfig,
+                   parallel_gpus: int = 1) -> tuple[list[Any], list[dict]]:
     """The meter's sources for a device, and the scopes that have none (with the reason).
 
     GPU scope: NVML's counter. CPU and DRAM scope: RAPL where readable, else (CPU only)
     the labelled estimate. Node scope: the BMC that ``config.node_power`` names, if any.
+    With ``parallel_gpus`` > 1 GPU sessions measuring at once, RAPL is not read: its
+    package counters cover the whole host, so every session would count the same CPU
+    joules once more; the CPU scope is then this process's labelled estimate.
     """
     cpu_w_per_thread = config.cpu_w_per_logical_cpu
     from bench.devices import cpu, rapl
@@ -41,6 +45,9 @@ def energy_sources(device: Device, config: SweepConfig) -> tuple[list[Any], list
 
         srcs.append(NvmlEnergySource(device.gpu_index))
     try:
+        if parallel_gpus > 1:
+            raise NoSensor(f"RAPL covers the host, shared by {parallel_gpus} GPU sessions "
+                           "measured in parallel: not attributable to one GPU's cells")
         rsrcs, why = rapl.sources()
     except NoSensor as exc:
         rsrcs, why = [], str(exc)
@@ -253,14 +260,16 @@ def _trace_flusher(run_dir: Path, sampler: Any, node: Any) -> Callable[[], None]
 
 def run_device(device: Device, todo: list[Cell], config: SweepConfig,
                run_dir: str | os.PathLike, emit: Callable[[dict], None],
-               ours: set[int] | None = None) -> None:
+               ours: set[int] | None = None, parallel_gpus: int = 1) -> None:
     """Measure ``todo`` (cells of this device, batches ascending) and emit every record.
 
     ``config`` is resolved for the device's kind (see :meth:`SweepConfig.resolved`).
+    ``parallel_gpus``: how many GPU sessions measure at the same time (see
+    :func:`energy_sources`).
     """
     ours = (ours or set()) | {os.getpid()}
     run_dir = Path(run_dir)
-    srcs, missing = energy_sources(device, config)
+    srcs, missing = energy_sources(device, config, parallel_gpus)
     for s in srcs:
         emit({"type": "source", "device": device.label, "name": s.name, "scope": s.scope,
               "method": s.method, "description": s.description})
@@ -420,8 +429,11 @@ def _die_with_parent(parent: int) -> None:
 
 
 def worker_main(device_dict: dict, todo: list[Cell], config: SweepConfig, run_dir: str,
-                queue: Any, parent: int | None = None) -> None:
-    """Entry point of a worker process (spawn): one GPU, visible as cuda:0."""
+                queue: Any, parent: int | None = None, parallel_gpus: int = 1) -> None:
+    """Entry point of a worker process (spawn): one GPU, visible as cuda:0.
+
+    ``parallel_gpus``: the number of GPU workers the runner started together.
+    """
     if parent is not None:
         _die_with_parent(parent)
     uuid = device_dict.get("uuid")
@@ -431,7 +443,8 @@ def worker_main(device_dict: dict, todo: list[Cell], config: SweepConfig, run_di
     device.info["torch_device"] = os.environ.get("JOULEBENCH_MODEL_DEVICE") or "cuda:0"
     todo = [c.with_device(device) for c in todo]
     try:
-        run_device(device, todo, config, run_dir, queue.put, {os.getppid()})
+        run_device(device, todo, config, run_dir, queue.put, {os.getppid()},
+                   parallel_gpus=parallel_gpus)
         queue.put({"type": "done", "device": device.label})
     except KeyboardInterrupt:
         queue.put({"type": "error", "device": device.label, "error": "interrupted"})

@@ -303,3 +303,22 @@ def test_contention_counts_processes_not_pids(monkeypatch):
     assert len(worker.other_processes(dev, {17}) or []) == 1
     monkeypatch.setattr(worker, "_holds_cuda_context", lambda d: False)
     assert worker.other_processes(dev, {17}) == [812345, 812399]
+
+
+# 8. The host's RAPL counters are not counted once per parallel GPU session.
+
+def test_parallel_gpu_sessions_do_not_each_count_the_hosts_rapl(monkeypatch):
+    from bench.devices import rapl
+
+    class Pkg:
+        scope, name, method, description = "cpu", "rapl-pkg", "counter", "RAPL package"
+
+    monkeypatch.setattr(rapl, "sources", lambda: ([Pkg()], None))
+    dev = Device("cpu", None, "CPU")
+    cfg = SweepConfig()
+    alone, _ = worker.energy_sources(dev, cfg, parallel_gpus=1)
+    assert any(isinstance(s, Pkg) for s in alone)
+    shared, missing = worker.energy_sources(dev, cfg, parallel_gpus=4)
+    assert not any(isinstance(s, Pkg) for s in shared)
+    (cpu,) = [m for m in missing if m["scope"] == "cpu"]
+    assert "shared by 4 GPU sessions" in cpu["reason"]
