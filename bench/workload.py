@@ -322,6 +322,7 @@ class HfWorkload:
         self._cache_shape: Shape | None = None
         self._compile_failed: str | None = None
         self._captures_in_calls = 0
+        self._peak_shape: Shape | None = None
         self._captures_in_warm_up = 0
         # Tests set these to run the compiled path on the CPU (backend "eager").
         self._compile_all_devices = False
@@ -399,6 +400,11 @@ class HfWorkload:
                 delattr(self.model, attr)
 
     def _generate(self, shape: Shape, synced_mark: bool = False) -> CallResult:
+        if shape != self._peak_shape and self.torch_device.startswith("cuda"):
+            import torch
+
+            torch.cuda.reset_peak_memory_stats(self.torch_device)  # peak per shape group
+        self._peak_shape = shape
         try:
             return generate_exact(self.model, self._ids(shape), shape.output_len,
                                   self.cache_for(shape), synced_mark)
@@ -453,7 +459,16 @@ class HfWorkload:
                 "experts": experts,
                 "cuda_graphs": bool(compiled and self.torch_device.startswith("cuda")),
                 "graph_captures_in_warm_up": self._captures_in_warm_up,
-                "graph_captures_in_windows": self._captures_in_calls}
+                "graph_captures_in_windows": self._captures_in_calls,
+                "peak_memory_bytes": self._peak_memory_bytes()}
+
+    def _peak_memory_bytes(self) -> int | None:
+        """Most memory PyTorch's tensors held on the GPU since this shape group began."""
+        if not self.torch_device.startswith("cuda"):
+            return None
+        import torch
+
+        return int(torch.cuda.max_memory_allocated(self.torch_device))
 
     def close(self) -> None:
         """Drop the model, its cache, compiled code and graphs (the caller frees memory)."""
