@@ -390,6 +390,13 @@ class HfWorkload:
             self._cache_shape = shape
         return self._cache
 
+    def end_group(self) -> None:
+        """Release the last shape group's cache and graphs (the worker calls this before a
+        new cell's memory check, which would otherwise count them as in use)."""
+        if self._cache is not None:
+            self._cache, self._cache_shape = None, None
+            self._reset_compiled()
+
     def _reset_compiled(self) -> None:
         """Drop compiled code and CUDA graphs: a new shape group records its own."""
         import torch

@@ -322,3 +322,16 @@ def test_parallel_gpu_sessions_do_not_each_count_the_hosts_rapl(monkeypatch):
     assert not any(isinstance(s, Pkg) for s in shared)
     (cpu,) = [m for m in missing if m["scope"] == "cpu"]
     assert "shared by 4 GPU sessions" in cpu["reason"]
+
+
+def test_the_last_cells_cache_is_released_before_the_next_memory_check(compiled_tiny,
+                                                                        monkeypatch):
+    wl, _ = compiled_tiny
+    wl.warm_up(Shape(2, 8, 4), 1)
+    assert wl._cache is not None
+    seen = []
+    monkeypatch.setattr(worker, "memory_cap_bytes", lambda dev: seen.append(wl._cache))
+    cell = runner.Cell(Device("cpu", None, "CPU"), "tiny-llama", "fp32", 4, 8, 4)
+    monkeypatch.setattr(worker.cells, "measure", lambda *a, **k: ([], None))
+    worker._run_one(cell, wl, models.get("tiny-llama"), None, SweepConfig(), {}, None, None)
+    assert seen == [None]
