@@ -335,3 +335,28 @@ def test_the_last_cells_cache_is_released_before_the_next_memory_check(compiled_
     monkeypatch.setattr(worker.cells, "measure", lambda *a, **k: ([], None))
     worker._run_one(cell, wl, models.get("tiny-llama"), None, SweepConfig(), {}, None, None)
     assert seen == [None]
+
+
+def test_local_weights_load_straight_onto_the_device(tmp_path, monkeypatch):
+    import transformers
+
+    (tmp_path / "config.json").write_text(json.dumps(
+        {"model_type": "llama", **models.get("tiny-llama").config}))
+    spec = models.from_checkpoint(str(tmp_path))
+    seen = {}
+
+    class Loaded:
+        def eval(self):
+            return self
+
+        def to(self, *a, **kw):  # a copy after loading on the CPU: what must not happen
+            seen["copied"] = True
+            return self
+
+    def from_pretrained(path, **kw):
+        seen.update(kw)
+        return Loaded()
+
+    monkeypatch.setattr(transformers.AutoModelForCausalLM, "from_pretrained", from_pretrained)
+    models.build(spec, "bf16", "cuda:0")
+    assert seen["device_map"] == {"": "cuda:0"} and "copied" not in seen
