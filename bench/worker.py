@@ -390,9 +390,9 @@ class _Models:
 def _run_one(cell: Cell, wl: Workload, spec: models.ModelSpec, meter: Meter,
              config: SweepConfig, absent: dict[str, str], idle_w: float | None,
              sampler: Any, emit: Callable[[dict], None] = lambda rec: None) -> CellRaw:
-    end_group = getattr(wl, "end_group", None)  # an engine's optional hook
-    if callable(end_group):
-        end_group()  # the last cell's cache and graphs are not this cell's: never counted
+    start_cell = getattr(wl, "start_cell", None)  # an engine's optional hook
+    if callable(start_cell):
+        start_cell()  # the last cell's cache and graphs are not this cell's: never counted
     why = does_not_fit(cell, spec, memory_cap_bytes(cell.device))
     if why:
         return CellRaw(cell, "oom", error=why)

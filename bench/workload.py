@@ -322,7 +322,7 @@ class HfWorkload:
         self._cache_shape: Shape | None = None
         self._compile_failed: str | None = None
         self._captures_in_calls = 0
-        self._peak_shape: Shape | None = None
+        self._cell_shape: Shape | None = None
         self._captures_in_warm_up = 0
         # Tests set these to run the compiled path on the CPU (backend "eager").
         self._compile_all_devices = False
@@ -390,12 +390,19 @@ class HfWorkload:
             self._cache_shape = shape
         return self._cache
 
-    def end_group(self) -> None:
-        """Release the last shape group's cache and graphs (the worker calls this before a
-        new cell's memory check, which would otherwise count them as in use)."""
+    def start_cell(self) -> None:
+        """Begin a new cell: release the last cell's cache and graphs (the worker calls
+        this before the cell's memory check, which would otherwise count them as in use)
+        and restart the per-cell records (graph captures, peak memory, the cell's shape)."""
         if self._cache is not None:
             self._cache, self._cache_shape = None, None
             self._reset_compiled()
+        self._cell_shape = None
+        self._captures_in_calls = self._captures_in_warm_up = 0
+        if self.torch_device.startswith("cuda"):
+            import torch
+
+            torch.cuda.reset_peak_memory_stats(self.torch_device)
 
     def _reset_compiled(self) -> None:
         """Drop compiled code and CUDA graphs: a new shape group records its own."""
@@ -407,11 +414,8 @@ class HfWorkload:
                 delattr(self.model, attr)
 
     def _generate(self, shape: Shape, synced_mark: bool = False) -> CallResult:
-        if shape != self._peak_shape and self.torch_device.startswith("cuda"):
-            import torch
-
-            torch.cuda.reset_peak_memory_stats(self.torch_device)  # peak per shape group
-        self._peak_shape = shape
+        if self._cell_shape is None:
+            self._cell_shape = shape  # the cell's own shape (its prefill-only one comes later)
         try:
             return generate_exact(self.model, self._ids(shape), shape.output_len,
                                   self.cache_for(shape), synced_mark)
@@ -452,7 +456,7 @@ class HfWorkload:
                 (getattr(cfg, "num_experts", None) or getattr(cfg, "num_local_experts", None)):
             experts = self.model.get_experts_implementation().get("")
         compiled = self.compiled
-        shape = self._cache_shape
+        shape = self._cell_shape
         return {"name": self.engine, "version": metadata.version("transformers"),
                 "torch": metadata.version("torch"), "compiled": compiled,
                 "mode": "compiled" if compiled else
@@ -470,7 +474,7 @@ class HfWorkload:
                 "peak_memory_bytes": self._peak_memory_bytes()}
 
     def _peak_memory_bytes(self) -> int | None:
-        """Most memory PyTorch's tensors held on the GPU since this shape group began."""
+        """Most memory PyTorch's tensors held on the GPU since the cell began."""
         if not self.torch_device.startswith("cuda"):
             return None
         import torch

@@ -258,13 +258,15 @@ def test_each_cell_gets_its_own_cache_length_and_one_cache_per_group(compiled_ti
     wl.warm_up(long_, 1)
     wl.call(long_)
     assert wl.describe()["cache_len"] == 16
+    wl.start_cell()  # as the worker does before each cell
     wl.warm_up(short, 1)
     wl.call(short)
+    wl.warm_up(Shape(1, 8, 1), 1)  # the cell's prefill-only calls: still the cell's record
     d = wl.describe()
     # the shorter cell runs with its own 8 + 2, not the 16 the longer cell left behind
     assert d["cache_len"] == 10 and d["compiled"] and d["cache"] == "static"
     assert d["attention"] == "joulebench_sdpa"
-    assert [c.layers[0].max_cache_len for c in caches] == [16, 16, 10, 10]
+    assert [c.layers[0].max_cache_len for c in caches] == [16, 16, 10, 10, 9]
     assert caches[0] is caches[1] and caches[2] is caches[3]  # one cache per group
     assert not hasattr(wl.model, "_previous_max_cache_length")
 
