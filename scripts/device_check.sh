@@ -65,6 +65,9 @@ step() {
 
 preflight() {
     [ "$dry" = 1 ] || nvidia-smi
+    if ! "$PY" -c "import bench" 2>/dev/null; then  # a bare machine: install this checkout
+        "$PY" -m pip install -q --no-deps --no-build-isolation -e . || return 1
+    fi
     "$PY" - "$dry" <<'EOF'
 import sys, platform, importlib, time
 dry = sys.argv[1] == "1"
