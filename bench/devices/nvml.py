@@ -284,3 +284,33 @@ def compute_pids(index: int) -> list[int]:
         return [int(p.pid) for p in procs]
     finally:
         shutdown()
+
+
+# --- Per-GPU discovery (issue 11): one GPU that fails never hides the others. ---
+
+def discover_each() -> tuple[list[GpuInfo], list[tuple[int, str]]]:
+    """Every GPU NVML sees that answers, and (index, one-line reason) for each that does
+    not (its handle, UUID or name fails).
+
+    Raises:
+        NoSensor: no driver library or no driver.
+        SensorError: NVML cannot count its GPUs.
+    """
+    init()
+    try:
+        try:
+            count = pynvml.nvmlDeviceGetCount()
+        except pynvml.NVMLError as exc:
+            raise _translate(exc, "nvmlDeviceGetCount") from exc
+        found: list[GpuInfo] = []
+        failed: list[tuple[int, str]] = []
+        for i in range(count):
+            try:
+                found.append(gpu_info(i))
+            except SensorError as exc:
+                failed.append((i, str(exc)))
+            except pynvml.NVMLError as exc:  # UUID or name: not translated by gpu_info
+                failed.append((i, str(_translate(exc, f"GPU {i}"))))
+        return found, failed
+    finally:
+        shutdown()
