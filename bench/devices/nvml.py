@@ -298,19 +298,14 @@ def discover_each() -> tuple[list[GpuInfo], list[tuple[int, str]]]:
     """
     init()
     try:
-        try:
-            count = pynvml.nvmlDeviceGetCount()
-        except pynvml.NVMLError as exc:
-            raise _translate(exc, "nvmlDeviceGetCount") from exc
+        count = _call("nvmlDeviceGetCount", pynvml.nvmlDeviceGetCount)
         found: list[GpuInfo] = []
         failed: list[tuple[int, str]] = []
         for i in range(count):
             try:
-                found.append(gpu_info(i))
+                found.append(gpu_info(i))  # every NVML failure translated in gpu_info
             except SensorError as exc:
                 failed.append((i, str(exc)))
-            except pynvml.NVMLError as exc:  # UUID or name: not translated by gpu_info
-                failed.append((i, str(_translate(exc, f"GPU {i}"))))
         return found, failed
     finally:
         shutdown()
