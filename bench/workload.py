@@ -439,7 +439,10 @@ class HfWorkload:
 
     def call(self, shape: Shape) -> CallResult:
         before = _CaptureCounter.count
-        result = self._generate(shape)
+        # On CUDA the first-token mark synchronises the device once per call (at the
+        # first token only), so TTFT and the timeline split mean prefill's end, not the
+        # moment its kernels were queued.
+        result = self._generate(shape, synced_mark=True)
         self._captures_in_calls += _CaptureCounter.count - before
         return result
 
