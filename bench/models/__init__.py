@@ -220,10 +220,11 @@ def build(spec: ModelSpec, dtype: str, device: str, seed: int = 0):
         import os
 
         os.environ["HF_HUB_OFFLINE"] = "1"  # a local path only: never a download
+        # device_map needs accelerate (a dependency); on the CPU the plain load is the same
+        onto = {} if device == "cpu" else {"device_map": {"": device}}
         try:
             model = AutoModelForCausalLM.from_pretrained(
-                spec.weights, dtype=torch_dtype(dtype), local_files_only=True,
-                device_map={"": device})
+                spec.weights, dtype=torch_dtype(dtype), local_files_only=True, **onto)
         except (OSError, ValueError) as exc:
             raise BenchError(f"cannot load weights from {spec.weights}: {exc}") from None
         return model.eval()
