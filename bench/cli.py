@@ -109,8 +109,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="prompt lengths in tokens (default 32)")
     r.add_argument("--output-len", type=_int_list, default=None,
                    help="generated tokens per sequence, exact (default 32)")
-    r.add_argument("--dtype", choices=("fp32", "bf16", "fp16"), default=None,
-                   help="weights and activations (default bf16 on GPU, fp32 on CPU)")
+    r.add_argument("--dtype", choices=("fp32", "bf16", "fp16", "fp8"), default=None,
+                   help="weights and activations (default bf16 on GPU, fp32 on CPU; fp8: "
+                   "engine vllm on Hopper or newer)")
     r.add_argument("--min-window-s", type=_positive_float, default=None,
                    help="minimum measured window per repeat, s (default 5 on GPU, 2 on CPU)")
     r.add_argument("--repeats", type=_count, default=None,
@@ -415,6 +416,10 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     from bench.engines import endpoint
 
+    if not args.resume and config.engine == "vllm":
+        from bench.engines.vllm import check_available
+
+        check_available()
     if args.resume:
         mode = endpoint if _journal_engine(args.resume) == "endpoint" else runner
     else:

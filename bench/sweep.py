@@ -60,7 +60,7 @@ class SweepConfig:
     Attributes:
         models: built-in model names, model JSON files or local checkpoint folders.
         batch_sizes, input_lens, output_lens: the sweep's axes (tokens per sequence).
-        dtype: fp32 | bf16 | fp16.
+        dtype: fp32 | bf16 | fp16 | fp8 (fp8: engine vllm on Hopper or newer GPUs).
         min_window_s: shortest measured window per repeat, s.
         repeats: measured windows per cell.
         warmup: unmeasured generate calls before a cell.
@@ -129,7 +129,9 @@ class SweepConfig:
         if self.gpu_memory_utilization is not None and \
                 not 0 < self.gpu_memory_utilization <= 1:
             raise BenchError("gpu_memory_utilization must be in (0, 1]")
-        if self.dtype is not None and self.dtype not in DTYPES:
+        if self.dtype == "fp8" and self.engine != "vllm":
+            raise BenchError("--dtype fp8 runs on the vllm engine only (--engine vllm)")
+        if self.dtype is not None and self.dtype not in (*DTYPES, "fp8"):
             raise BenchError(f"unknown dtype {self.dtype!r}; use one of {', '.join(DTYPES)}")
 
     @classmethod

@@ -210,7 +210,7 @@ def run_device(device: Device, todo: list[Cell], config: SweepConfig,
                 loaded.clear()  # one model in memory at a time
                 spec = models.get(cell.model)
                 wl = make_workload(cell.engine, spec, cell.dtype, device.torch_device,
-                                   config.seed, config.compile)
+                                   config.seed, config.compile, sweep=config)
                 wl.prepare()
                 loaded[key] = (wl, spec)
             wl, spec = loaded[key]

@@ -214,14 +214,27 @@ class HfWorkload:
 
 
 def make_workload(engine: str, spec: Any, dtype: str, torch_device: str, seed: int = 0,
-                  compile: bool = True) -> Workload:
+                  compile: bool = True, sweep: Any = None) -> Workload:
     """The workload of ``engine`` for one model on one device (not prepared yet).
+
+    ``sweep`` (the resolved ``SweepConfig``) sizes engines that are built once for all of
+    a model's cells (vllm: its largest batch and sequence).
 
     Raises:
         BenchError: an engine this harness does not have.
     """
     if engine == "hf":
         return HfWorkload(spec, dtype, torch_device, seed, compile)
+    if engine == "vllm":
+        from bench.engines import vllm
+
+        if sweep is None:
+            from bench.errors import BenchError
+
+            raise BenchError("engine vllm needs the sweep (its largest batch and length)")
+        kind = "cuda" if torch_device.startswith("cuda") else "cpu"
+        return vllm.VllmWorkload(spec, dtype, torch_device, seed,
+                                 vllm.settings_for(sweep, kind))
     from bench.errors import BenchError
 
     raise BenchError(f"unknown engine {engine!r}")
