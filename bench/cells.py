@@ -33,9 +33,12 @@ def measure_window(meter: Meter, name: str, call: Callable[[], CallResult],
     """Whole calls until the window lasts ``min_window_s``; the repeat record.
 
     A counter is only as good as its update period, so windows last seconds, not calls.
+    Where the meter reads sampled sources, one more call runs before the window and the
+    calls go on after it until the samples past its end are in (unmeasured), so the
+    edges sit in the middle of the work, not on a power step.
     """
     results: list[CallResult] = []
-    with meter.window(name) as w:
+    with meter.window(name, busy=call) as w:
         t_start = time.monotonic()
         while True:
             results.append(call())

@@ -131,6 +131,16 @@ def build_parser() -> argparse.ArgumentParser:
                    "is unreadable (default 4)")
     r.add_argument("--out", default=None,
                    help="run directory (default results/<run_id>)")
+    r.add_argument("--node-power", default=None, metavar="URL",
+                   help="the node's BMC for the node scope: redfish://BMC[:PORT][/CHASSIS] "
+                   "or ipmi://[BMC[:PORT]] (credentials from BMC_USERNAME/BMC_PASSWORD or "
+                   "--bmc-credentials; one device per run)")
+    r.add_argument("--bmc-insecure", action="store_true",
+                   help="do not verify the BMC's TLS certificate (most are self-signed)")
+    r.add_argument("--bmc-ca-file", default=None, metavar="PEM",
+                   help="CA bundle to verify the BMC's certificate with")
+    r.add_argument("--bmc-credentials", default=None, metavar="FILE",
+                   help="TOML file with the BMC's username and password (mode 600)")
     r.add_argument("--json", action="store_true",
                    help="end stdout with one JSON line: run_id, result path and cells")
     r.add_argument("--no-phases", action="store_true",
@@ -356,7 +366,9 @@ def _sweep_flags(args: argparse.Namespace) -> dict:
             "warmup": args.warmup, "seed": args.seed,
             "cpu_w_per_logical_cpu": args.cpu_w_per_thread, "idle_s": args.idle_s,
             "phases": False if args.no_phases else None,
-            "compile": False if args.no_compile else None}
+            "compile": False if args.no_compile else None,
+            "node_power": args.node_power, "bmc_insecure": True if args.bmc_insecure else None,
+            "bmc_ca_file": args.bmc_ca_file, "bmc_credentials": args.bmc_credentials}
 
 
 class _Terminated(KeyboardInterrupt):
@@ -388,7 +400,8 @@ def cmd_run(args: argparse.Namespace) -> int:
             ("--output-len", args.output_len), ("--dtype", args.dtype),
             ("--min-window-s", args.min_window_s), ("--repeats", args.repeats),
             ("--out", args.out), ("--engine", args.engine), ("--endpoint", args.endpoint),
-            ("--concurrency", args.concurrency), ("--serve-cmd", args.serve_cmd)) if v is not None]
+            ("--concurrency", args.concurrency), ("--serve-cmd", args.serve_cmd),
+            ("--node-power", args.node_power)) if v is not None]
         if given:
             raise BenchError(f"--resume continues the run as it was configured; drop "
                              f"{given[0]}")

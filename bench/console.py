@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from rich.console import Console
+from rich.console import Console, JustifyMethod
 from rich.table import Table
 
 
@@ -14,13 +14,17 @@ def _fmt(x, digits: int = 3) -> str:
     return f"{x:.{digits}g}" if abs(x) < 1e4 else f"{x:,.0f}"
 
 
+# (header, alignment) of cells_table's columns, in order
+_CELL_COLUMNS: tuple[tuple[str, JustifyMethod], ...] = (
+    ("model", "left"), ("device", "left"), ("batch", "right"), ("in/out", "right"),
+    ("status", "left"), ("out tok/s", "right"), ("energy J", "right"), ("out tok/J", "right"),
+    ("95% CI", "right"), ("power W", "right"), ("method", "left"), ("scope", "left"))
+
+
 def cells_table(cells: list[dict], title: str | None = None) -> Table:
     """One row per cell: the figures the run reports, with method and scope beside them."""
     t = Table(title=title, header_style="bold")
-    for col, justify in (("model", "left"), ("device", "left"), ("batch", "right"),
-                         ("in/out", "right"), ("status", "left"), ("out tok/s", "right"),
-                         ("energy J", "right"), ("out tok/J", "right"), ("95% CI", "right"),
-                         ("power W", "right"), ("method", "left"), ("scope", "left")):
+    for col, justify in _CELL_COLUMNS:
         t.add_column(col, justify=justify)
     for c in cells:
         f = c.get("figures") or {}
@@ -119,6 +123,7 @@ class RunProgress:
             BarColumn,
             MofNCompleteColumn,
             Progress,
+            TaskID,
             TextColumn,
             TimeRemainingColumn,
         )
@@ -127,7 +132,7 @@ class RunProgress:
                                  MofNCompleteColumn(), TimeRemainingColumn(),
                                  TextColumn("{task.description}"),
                                  console=Console(stderr=True, highlight=False))
-        self.tasks = {}
+        self.tasks: dict[str, TaskID] = {}
         for c in todo:
             label = c.device.label
             if label not in self.tasks:

@@ -136,16 +136,32 @@ class Meter:
         t_ns = self._clock_ns()
         return t_ns, [_read(s) for s in self.sources]
 
+    def _sampled(self) -> bool:
+        """Whether any source is read from samples after the window (settling past t1)."""
+        running = self.sampler is not None and self.sampler.running
+        return running or any(hasattr(s, "energy_j_at") for s in self.sources)
+
     @contextmanager
-    def window(self, name: str) -> Iterator[Window]:
+    def window(self, name: str, busy: Callable[[], object] | None = None) -> Iterator[Window]:
         """Measure the block; ``w.result`` holds the :class:`Measurement` afterwards.
+
+        Args:
+            busy: one unit of the window's own work, unmeasured (a generate call). Where
+                sources are read from samples, it runs once just before t0 (lead-in) and
+                again after t1 until the samples past the edge are in (lead-out), so
+                neither edge sits on the power step between work and idle: a counter
+                interpolated across a step is off by up to step x update period / 2.
 
         If the block raises, no measurement is made and the exception propagates.
         """
         handle = Window(name)
+        sampled = self._sampled()
+        if busy is not None and sampled:
+            busy()  # lead-in
         t0, r0 = self._edge()
         yield handle
         t1, r1 = self._edge()
+        lead_out = busy if sampled else None
         readings = []
         for s, (e0, why0), (e1, why1) in zip(self.sources, r0, r1, strict=True):
             if e0 is None or e1 is None:
@@ -156,14 +172,51 @@ class Meter:
                 energy, reason = e1 - e0, None
             readings.append(EnergyReading(s.name, s.device, s.scope, s.method, energy, reason))
         if self.sampler is not None and self.sampler.running:
-            readings = self._from_traces(readings, t0, t1)
+            readings = self._from_traces(readings, t0, t1, lead_out)
+        readings = self._from_sampled_sources(readings, t0, t1, lead_out)
         handle.result = Measurement(name, t0, t1, tuple(readings))
 
-    def _from_traces(self, readings: list[EnergyReading], t0: int,
-                     t1: int) -> list[EnergyReading]:
+    def _from_sampled_sources(self, readings: list[EnergyReading], t0: int, t1: int,
+                              busy: Callable[[], object] | None = None
+                              ) -> list[EnergyReading]:
+        """Sources sampled on their own thread (a BMC at ~1 s): their energy interpolated
+        at both edges between the samples around each, after the window (waiting for the
+        first sample past ``t1``), instead of the value held at the edge."""
+        out = []
+        for src, r in zip(self.sources, readings, strict=True):
+            at = getattr(src, "energy_j_at", None)
+            if at is None:
+                out.append(r)
+                continue
+            s: Any = src  # a sampled source (bench.devices.bmc.SampledNodeSource)
+            if busy is not None:  # lead-out until the source has a sample past the edge
+                end = time.monotonic() + float(getattr(s, "max_gap_s", 5.0))
+                while time.monotonic() < end and not any(
+                        int(x.t_ns) >= t1 for x in s.samples()[-1:]):
+                    busy()
+            try:
+                e = at(t1) - at(t0)
+            except SensorError as exc:
+                out.append(EnergyReading(s.name, s.device, s.scope, s.method, None, str(exc)))
+                continue
+            inside = sum(1 for x in s.samples() if t0 < int(x.t_ns) <= t1)
+            out.append(EnergyReading(s.name, s.device, s.scope, s.method, e, None,
+                                     {"edges": "interpolated", "samples": inside,
+                                      "period_s": s.period_s}))
+        return out
+
+    def _from_traces(self, readings: list[EnergyReading], t0: int, t1: int,
+                     busy: Callable[[], object] | None = None) -> list[EnergyReading]:
         from bench.sampler import sampled_energy
 
-        self.sampler.wait_past(t1 + int(self.settle_s * 1e9))
+        target = t1 + int(self.settle_s * 1e9)
+        if busy is None:
+            self.sampler.wait_past(target)
+        else:  # lead-out: the work goes on until the sampler is past the settle time
+            end = time.monotonic() + 10.0
+            while self.sampler.running and time.monotonic() < end and \
+                    not self.sampler.wait_past(target, timeout_s=0.001):
+                busy()
         # chunks ending over 2 s before the window hold nothing it needs
         traces = {tr.index: tr for tr in self.sampler.traces(since_ns=t0 - 2_000_000_000)}
         out = []

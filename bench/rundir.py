@@ -20,6 +20,7 @@ from bench.results import figures, io, schema
 from bench.sweep import SweepConfig
 
 PARTS = "trace-parts"
+NODE_TRACE_INDEX = io.NODE_TRACE_INDEX
 
 
 @dataclass
@@ -86,7 +87,7 @@ class Run:
 
 
 def write_trace_part(run_dir: Path, trace: Any, seq: int, session: int) -> None:
-    """Write one device's new samples as a part file.
+    """Write one device's new samples as a part file (the BMC's: ``NODE_TRACE_INDEX``).
 
     Part names sort by device, then session (wall-clock ns at its start: a resumed run's
     parts come after the killed run's), then order within the session.
@@ -102,7 +103,8 @@ def write_trace_part(run_dir: Path, trace: Any, seq: int, session: int) -> None:
     cols = {"device_index": [trace.index] * n}
     for name in io.TRACE_COLUMNS[1:]:
         cols[name] = getattr(trace, name)
-    path = parts / f"gpu{trace.index:03d}-{session:020d}-{seq:06d}.parquet"
+    who = "node" if trace.index == NODE_TRACE_INDEX else f"gpu{trace.index:03d}"
+    path = parts / f"{who}-{session:020d}-{seq:06d}.parquet"
     with io.atomic_path(path) as tmp:
         pq.write_table(pa.table(cols), tmp)
 
@@ -112,7 +114,8 @@ def merge_trace_parts(run_dir: Path) -> dict:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    parts = sorted(p for p in (Path(run_dir) / PARTS).glob("gpu*.parquet")) \
+    parts = sorted(p for p in (Path(run_dir) / PARTS).glob("*.parquet")
+                   if p.name.startswith(("gpu", "node"))) \
         if (Path(run_dir) / PARTS).is_dir() else []
     if not parts:
         return {"file": None, "reason": "no sampled device (CPU energy is read at window "

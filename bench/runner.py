@@ -121,6 +121,30 @@ def check_models(config: SweepConfig) -> None:
                              f"needs {longest} (input + output length)")
 
 
+def check_node_power(config: SweepConfig, devs: list[Device]) -> str | None:
+    """Refuse a BMC the run cannot use, before anything is measured.
+
+    The node scope is the whole chassis: with several devices measured in parallel each
+    cell's node energy would hold the others' work too, so a run with ``node_power``
+    measures one device.
+
+    Returns:
+        None, or why the BMC cannot be read now (the run goes on with ``node`` null).
+
+    Raises:
+        BenchError: more than one device; a bad BMC address; refused credentials.
+    """
+    from bench.worker import open_node_source
+
+    if len(devs) > 1:
+        raise BenchError("--node-power measures the whole node: select one device per run "
+                         "(for example --gpu 0)")
+    src, why = open_node_source(config)
+    if src is not None:
+        src.close()
+    return why
+
+
 def run(config: SweepConfig, gpu: str | list[int] = "auto", out: Path | str | None = None,
         on_start: Callable[[Run, list[Cell]], None] | None = None,
         on_event: Event | None = None, on_notice: Callable[[str], None] | None = None,
@@ -148,6 +172,10 @@ def run(config: SweepConfig, gpu: str | list[int] = "auto", out: Path | str | No
     devs, notice = D.select(gpu, inv)
     if notice and on_notice:
         on_notice(notice)
+    if config.node_power:
+        why = check_node_power(config, devs)
+        if why and on_notice:
+            on_notice(f"node power: {why}; the node scope will be null")
     with GpuLock(devs):
         run_ = start_run(config, devs, out)
         return _measure(run_, on_start, on_event)

@@ -77,6 +77,12 @@ class SweepConfig:
         gpu_memory_utilization: engine vllm: the fraction of the device's memory vLLM may
             take (on the CPU backend: of host memory for the KV cache); None: the engine's
             default for the device kind.
+        node_power: the node's BMC (``redfish://BMC[:PORT][/CHASSIS]`` or
+            ``ipmi://[BMC[:PORT]]``) for the ``node`` scope, or None.
+        bmc_insecure: skip TLS verification of the BMC (self-signed certificates).
+        bmc_ca_file: a CA bundle to verify the BMC with.
+        bmc_credentials: a file with the BMC's username and password (never the secret
+            itself; see ``bench.devices.bmc.credentials``).
     """
 
     models: tuple[str, ...] = ("tiny-llama",)
@@ -97,6 +103,10 @@ class SweepConfig:
     serve_cmd: str | None = None
     request_timeout_s: float = 120.0
     gpu_memory_utilization: float | None = None
+    node_power: str | None = None
+    bmc_insecure: bool = False
+    bmc_ca_file: str | None = None
+    bmc_credentials: str | None = None
 
     def __post_init__(self) -> None:
         _check_types(self)
@@ -118,6 +128,8 @@ class SweepConfig:
             raise BenchError(f"unknown engine {self.engine!r}; use one of {', '.join(ENGINES)}")
         if (self.engine == "endpoint") != (self.endpoint is not None):
             raise BenchError("--endpoint URL and engine endpoint go together")
+        if self.engine == "endpoint" and self.node_power is not None:
+            raise BenchError("--node-power is not measured in endpoint mode yet; leave it out")
         if self.serve_cmd is not None and self.engine != "endpoint":
             raise BenchError("--serve-cmd needs --endpoint")
         if self.endpoint is not None and not self.endpoint.startswith(("http://", "https://")):
@@ -190,7 +202,9 @@ _TYPES: dict[str, tuple[type, ...]] = {
     "cpu_w_per_logical_cpu": (int, float, type(None)), "phases": (bool,), "compile": (bool,),
     "dtype": (str, type(None)), "engine": (str,), "endpoint": (str, type(None)),
     "serve_cmd": (str, type(None)), "request_timeout_s": (int, float),
-    "gpu_memory_utilization": (int, float, type(None)),
+    "gpu_memory_utilization": (int, float, type(None)), "node_power": (str, type(None)),
+    "bmc_insecure": (bool,), "bmc_ca_file": (str, type(None)),
+    "bmc_credentials": (str, type(None)),
 }
 
 

@@ -25,13 +25,13 @@ from bench.sweep import Cell, SweepConfig
 from bench.workload import Workload, make_workload
 
 
-def energy_sources(device: Device,
-                   cpu_w_per_thread: float | None) -> tuple[list[Any], list[dict]]:
+def energy_sources(device: Device, config: SweepConfig) -> tuple[list[Any], list[dict]]:
     """The meter's sources for a device, and the scopes that have none (with the reason).
 
     GPU scope: NVML's counter. CPU and DRAM scope: RAPL where readable, else (CPU only)
-    the labelled estimate.
+    the labelled estimate. Node scope: the BMC that ``config.node_power`` names, if any.
     """
+    cpu_w_per_thread = config.cpu_w_per_logical_cpu
     from bench.devices import cpu, rapl
 
     srcs: list[Any] = []
@@ -50,7 +50,30 @@ def energy_sources(device: Device,
         missing.append({"scope": "cpu", "measured": False, "reason": why})
     if not any(s.scope == "dram" for s in rsrcs):
         missing.append({"scope": "dram", "measured": False, "reason": why or "no RAPL dram zone"})
+    if config.node_power:
+        node, reason = open_node_source(config)
+        if node is not None:
+            srcs.append(node)
+        else:
+            missing.append({"scope": "node", "measured": False, "reason": reason})
     return srcs, missing
+
+
+def open_node_source(config: SweepConfig) -> tuple[Any, str | None]:
+    """The started BMC source ``config.node_power`` names, or None and why not.
+
+    Raises:
+        BenchError: a bad BMC address or refused credentials (configuration, not a sensor).
+    """
+    from bench.devices import bmc
+
+    assert config.node_power
+    try:
+        return bmc.open_source(config.node_power, insecure=config.bmc_insecure,
+                               ca_file=config.bmc_ca_file,
+                               credentials_file=config.bmc_credentials), None
+    except NoSensor as exc:
+        return None, str(exc)
 
 
 def measure_idle(device: Device, meter: Meter, seconds: float) -> dict:
@@ -136,23 +159,50 @@ def other_processes(device: Device, ours: set[int]) -> list[int]:
         return []
 
 
-def _trace_flusher(run_dir: Path, sampler: Any) -> Callable[[], None]:
-    """A function that writes the samples since its last call as a trace part (fsynced).
+def _node_trace(node: Any, after_ns: int) -> Any:
+    """The BMC's samples after ``after_ns`` as a trace (device index ``NODE_TRACE_INDEX``).
 
-    Part names carry the session (wall-clock ns at its start), so a resumed run's parts
-    never collide with the killed run's.
+    ``energy_j`` is the source's cumulative energy at each sample (its counter, or the
+    trapezoid of its power readings), ``latency_ns`` the request's duration.
+    """
+    import numpy as np
+
+    from bench.rundir import NODE_TRACE_INDEX
+    from bench.sampler import Trace
+
+    ss = [s for s in node.samples() if s.t_ns > after_ns]
+    n = len(ss)
+    return Trace(NODE_TRACE_INDEX, np.array([s.t_ns for s in ss], np.int64),
+                 np.array([s.energy_j for s in ss], np.float64),
+                 np.array([s.power_w for s in ss], np.float64),
+                 np.array([int(s.latency_s * 1e9) for s in ss], np.int64),
+                 np.zeros(n, np.int32), np.zeros(n, np.int32))
+
+
+def _trace_flusher(run_dir: Path, sampler: Any, node: Any) -> Callable[[], None]:
+    """A function that writes the samples since its last call as trace parts (fsynced).
+
+    The GPU's samples (``sampler``) and the BMC's (``node``), either may be None. Part
+    names carry the session (wall-clock ns at its start), so a resumed run's parts never
+    collide with the killed run's.
     """
     from bench.rundir import write_trace_part
 
-    state = {"flushed_ns": -1, "seq": 0}
+    state = {"gpu_ns": -1, "node_ns": -1, "seq": 0}
     session = time.time_ns()
 
     def flush() -> None:
-        (tr,) = sampler.traces(since_ns=state["flushed_ns"])
-        new = tr.after(state["flushed_ns"])
-        write_trace_part(run_dir, new, state["seq"], session)
-        if len(new):
-            state["flushed_ns"] = int(new.t_ns[-1])
+        for key, src in (("gpu_ns", sampler), ("node_ns", node)):
+            if src is None:
+                continue
+            if key == "gpu_ns":
+                (tr,) = src.traces(since_ns=state[key])
+                new = tr.after(state[key])
+            else:
+                new = _node_trace(src, state[key])
+            write_trace_part(run_dir, new, state["seq"], session)
+            if len(new):
+                state[key] = int(new.t_ns[-1])
         state["seq"] += 1
 
     return flush
@@ -167,7 +217,7 @@ def run_device(device: Device, todo: list[Cell], config: SweepConfig,
     """
     ours = (ours or set()) | {os.getpid()}
     run_dir = Path(run_dir)
-    srcs, missing = energy_sources(device, config.cpu_w_per_logical_cpu)
+    srcs, missing = energy_sources(device, config)
     for s in srcs:
         emit({"type": "source", "device": device.label, "name": s.name, "scope": s.scope,
               "method": s.method, "description": s.description})
@@ -186,7 +236,9 @@ def run_device(device: Device, todo: list[Cell], config: SweepConfig,
             # Sampled at 1 kHz for all the device's cells: window edges are interpolated
             # between the counter's updates, not read from a stale counter.
             sampler = Sampler([device.gpu_index], rate_hz=1000.0).start()
-            flush = _trace_flusher(run_dir, sampler)
+        node = next((s for s in srcs if s.scope == "node"), None)
+        if sampler is not None or node is not None:
+            flush = _trace_flusher(run_dir, sampler, node)
         meter = Meter(srcs, sync=_sync_for(device), sampler=sampler)
         idle_w = None
         if device.kind == "cuda":
@@ -235,7 +287,7 @@ def run_device(device: Device, todo: list[Cell], config: SweepConfig,
         loaded.clear()
         if sampler is not None:
             sampler.stop()
-            flush()
+        flush()
         for s in srcs:
             close = getattr(s, "close", None)
             if close:

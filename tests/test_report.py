@@ -191,6 +191,13 @@ def test_interval_coverage_is_the_order_statistics():
     assert interval_coverage([1.0, 2.0, 3.0], [1.5, 3.0]) is None  # interpolated end
 
 
+def test_every_cells_column_has_a_text_or_a_value():
+    from bench.report.page import CELL_COLUMNS
+
+    # cells_table relies on it: a column without text is shown and sorted by its value
+    assert all(text is not None or value is not None for _, text, value in CELL_COLUMNS)
+
+
 def test_two_gpu_report_shows_each_gpu_and_the_documents_figures(cpu_run, tmp_path):
     from bench import econ
     from bench.report import make_report

@@ -47,7 +47,18 @@ def test_gpu_cells_use_the_sampled_counter_and_idle_baseline(fake_nvml, fake_nvm
         total = len(calls) * b * (tl["prefill_j_per_input_token"] * n_in
                                   + tl["decode_j_per_output_token"] * (n_out - 1))
         assert total == pytest.approx(250 * busy_s, rel=1e-2)
-        assert sub["prefill_j_per_input_token"] > 0 and sub["decode_j_per_output_token"] > 0
+        # subtraction, by hand from the windows: a prefill-only call's energy, and a full
+        # call's energy minus it per decode token (its sign is not asserted: with both
+        # cores loaded a prefill-only window can run slower per call than the repeats)
+        pw = sub["prefill_window"]
+        e_pre = pw["energy"]["gpu"]["energy_j"] / pw["generate_calls"]
+        e_calls = sorted(r["energy"]["gpu"]["energy_j"] / r["generate_calls"]
+                         for r in cell["repeats"])
+        e_call = (e_calls[0] + e_calls[1]) / 2  # the median of two repeats
+        assert sub["prefill_j_per_input_token"] == pytest.approx(e_pre / (b * n_in), rel=1e-9)
+        assert sub["decode_j_per_output_token"] == pytest.approx(
+            (e_call - e_pre) / (b * (n_out - 1)), rel=1e-9)
+        assert e_pre > 0 and e_call > 0
         assert cell["roofline"]["fraction"] is None  # "Fake GPU 0" is in no device table
         assert "incremental_output_tokens_per_j" in f and cell["idle_power_w"] > 0
         for rep in cell["repeats"]:

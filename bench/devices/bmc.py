@@ -414,18 +414,19 @@ class RedfishClient:
         self._token = self._session = None
 
 
-def _reading(doc: dict, *keys):
+def _reading(doc: dict, *keys) -> float | None:
     """``doc[k1][k2]...`` as a finite float, else None."""
+    node: object = doc  # any JSON value on the way down
     for k in keys:
-        if isinstance(doc, list):
-            doc = doc[k] if isinstance(k, int) and len(doc) > k else None
-        elif isinstance(doc, dict):
-            doc = doc.get(k)
+        if isinstance(node, list):
+            node = node[k] if isinstance(k, int) and len(node) > k else None
+        elif isinstance(node, dict):
+            node = node.get(k)
         else:
             return None
-    if isinstance(doc, bool) or not isinstance(doc, (int, float)):
+    if isinstance(node, bool) or not isinstance(node, (int, float)):
         return None
-    v = float(doc)
+    v = float(node)
     return v if v == v and abs(v) != float("inf") else None
 
 

@@ -19,6 +19,10 @@ __all__ = ["OUTPUT_COLUMNS", "Scenario", "builtin_names", "check_claim", "load",
 
 DEFAULT_SCENARIO = "china-grid-reference"
 
+# value_per_kwh's columns that need a token price (null for a model of unknown size).
+PRICE_DEPENDENT = ("price_rmb_per_mtok", "revenue_rmb_per_kwh_gpu", "revenue_rmb_per_kwh",
+                   "multiple_over_elec", "margin_rmb_per_kwh")
+
 # (column, meaning) of value_per_kwh's DataFrame, in order.
 OUTPUT_COLUMNS = (
     ("source", "joulebench or external:<origin>"),
@@ -126,9 +130,14 @@ def _row_value(row: dict, sc: Scenario, price_rmb_per_mtok: float | None,
         out["gpu_share_measured"] = node_tpj / tpj
     if tpj is None or tpj <= 0:
         return out
-    tpj_meter = node_tpj / sc.value("pue") if node_tpj is not None else tpj / factor
+    if node_tpj is not None:
+        tpj_meter = node_tpj / sc.value("pue")
+    else:
+        assert factor is not None  # meter_factor set it: there is no measured node energy
+        tpj_meter = tpj / factor
     out["tokens_per_kwh_gpu"] = F.tokens_per_kwh(tpj)
-    out["tokens_per_kwh"] = F.tokens_per_kwh(tpj_meter)
+    tpkwh_meter = F.tokens_per_kwh(tpj_meter)
+    out["tokens_per_kwh"] = tpkwh_meter
     out["revenue_rmb_per_kwh_gpu"] = F.revenue_rmb_per_kwh(tpj, price)
     rev = F.revenue_rmb_per_kwh(tpj_meter, price)
     out["revenue_rmb_per_kwh"] = rev
@@ -149,7 +158,7 @@ def _row_value(row: dict, sc: Scenario, price_rmb_per_mtok: float | None,
         allin = e_cost + c_cost
         out["allin_cost_rmb_per_mtok"] = allin
         out["breakeven_price_rmb_per_mtok"] = allin
-        out["margin_rmb_per_kwh"] = (price - allin) * out["tokens_per_kwh"] / 1e6
+        out["margin_rmb_per_kwh"] = (price - allin) * tpkwh_meter / 1e6
         if sc.follow_supply:
             fs = sc.follow_supply
             hours_util = min(util, fs["capacity_factor"])
@@ -162,7 +171,8 @@ def _row_value(row: dict, sc: Scenario, price_rmb_per_mtok: float | None,
 
 
 def value_per_kwh(table, scenario: Scenario | str, price_rmb_per_mtok: float | None = None,
-                  capex_rmb_per_gpu: float | None = None, **overrides: float):
+                  capex_rmb_per_gpu: float | None = None, unpriced: str = "refuse",
+                  **overrides: float):
     """Revenue, costs and multiples per row of the empirical table under a scenario.
 
     Args:
@@ -170,6 +180,10 @@ def value_per_kwh(table, scenario: Scenario | str, price_rmb_per_mtok: float | N
         scenario: a :class:`Scenario` or its name/path.
         price_rmb_per_mtok: one token price for every row (else by model class).
         capex_rmb_per_gpu: one server price per GPU (else by device name).
+        unpriced: ``refuse`` (a model of unknown size stops with one line naming it) or
+            ``null`` (its rows stay, with every price-dependent column null, and are named
+            in ``attrs["unpriced_models"]``: for pages that show what can be priced and
+            say what cannot).
         **overrides: scenario parameter values (elec_rmb_per_kwh, pue, utilization, ...).
 
     Returns:
@@ -186,10 +200,23 @@ def value_per_kwh(table, scenario: Scenario | str, price_rmb_per_mtok: float | N
         capex_rmb_per_gpu = check_value("capex_rmb_per_gpu", capex_rmb_per_gpu)
     rows = table.to_dict("records") if hasattr(table, "to_dict") else list(table)
     rows = [r for r in rows if r.get("status", "ok") == "ok"]
-    if price_rmb_per_mtok is None:
-        pricing.check_priced([r.get("model", "") for r in rows], sc)
-    out = [_row_value(r, sc, price_rmb_per_mtok, capex_rmb_per_gpu) for r in rows]
+    if unpriced not in ("refuse", "null"):
+        raise ValueError(f"unpriced must be 'refuse' or 'null', not {unpriced!r}")
+    unknown = [price_rmb_per_mtok is None and
+               pricing.price_class_of(r.get("model", ""), sc) not in sc.prices for r in rows]
+    if any(unknown) and unpriced == "refuse":
+        pricing.check_priced([r.get("model", "") for r in rows], sc)  # raises, naming them
+    out = []
+    for r, no_price in zip(rows, unknown, strict=True):
+        if no_price:  # priced at 1 RMB/Mtok, then every price-dependent figure nulled
+            v = _row_value(r, sc, 1.0, capex_rmb_per_gpu)
+            v.update({k: None for k in PRICE_DEPENDENT})
+            out.append(v)
+        else:
+            out.append(_row_value(r, sc, price_rmb_per_mtok, capex_rmb_per_gpu))
     df = pd.DataFrame(out, columns=list(OUTPUT_COLUMN_NAMES))
+    df.attrs["unpriced_models"] = sorted({str(r.get("model", ""))
+                                          for r, u in zip(rows, unknown, strict=True) if u})
     df["best_batch"] = False
     if len(df):
         rev = pd.to_numeric(df["revenue_rmb_per_kwh"], errors="coerce")

@@ -224,7 +224,7 @@ def parse(d: dict, origin: str, fx_usd_cny: float | None = None) -> Scenario:
     classes = _price_classes(d.get("price_classes", base["price_classes"]), origin, prices)
     capex = {k: _param(v, "defaults", f"capex.{k}", fx.value)
              for k, v in base["capex_usd_per_gpu"].items()}
-    mix = []
+    mix: list[dict] = []
     for i, m in enumerate(d.get("mix", [])):
         if not isinstance(m, dict) or "share" not in m:
             raise BenchError(f"scenario {origin}: mix entry {i} needs a share")
@@ -299,7 +299,7 @@ def _price_classes(d, origin: str, prices: dict) -> dict:
     """``[price_classes]``: the class of a dense and of an MoE model by total size."""
     if not isinstance(d, dict):
         raise BenchError(f"scenario {origin}: [price_classes] must be a table")
-    out = {"source": str(d.get("source", ""))}
+    out: dict[str, object] = {"source": str(d.get("source", ""))}
     for kind in ("dense", "moe"):
         rules = d.get(kind)
         if not isinstance(rules, list) or not rules:

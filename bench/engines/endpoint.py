@@ -238,7 +238,9 @@ def measure_cell(cell: Cell, config: SweepConfig, meter: Meter, absent: dict[str
                       "cell_id": cell.cell_id, "window": r + 1, "windows": config.repeats,
                       "what": f"repeat {r + 1}/{config.repeats}"})
             cpu0 = lg.loop_cpu_s()
-            with meter.window(f"{cell.cell_id}#{r}") as w:
+            # the load runs on its own thread: "busy" only waits, so lead-in and lead-out
+            # (until the samples past t1 are in) happen under the same load
+            with meter.window(f"{cell.cell_id}#{r}", busy=lambda: time.sleep(0.002)) as w:
                 t_start = time.monotonic()
                 while time.monotonic() - t_start < config.min_window_s:
                     time.sleep(min(0.02, config.min_window_s / 20))
@@ -266,11 +268,11 @@ def measure_cell(cell: Cell, config: SweepConfig, meter: Meter, absent: dict[str
 
 # -- a run ---------------------------------------------------------------------------
 
-def _sources(devs: list[Device], cpu_w: float | None) -> tuple[list[Any], list[dict]]:
+def _sources(devs: list[Device], config: SweepConfig) -> tuple[list[Any], list[dict]]:
     """The meter's sources: every selected GPU's counter, and the host's CPU and DRAM."""
     from bench.worker import energy_sources
 
-    srcs, missing = energy_sources(devs[0], cpu_w)
+    srcs, missing = energy_sources(devs[0], config)
     if devs[0].kind == "cuda":
         from bench.devices.nvml import NvmlEnergySource
 
@@ -286,7 +288,7 @@ def _session(run: Run, emit: Event, server: Server | None, version: str | None) 
     todo = pending(run)
     devs = run.devices
     lead = devs[0]
-    srcs, missing = _sources(devs, run.config.cpu_w_per_logical_cpu)
+    srcs, missing = _sources(devs, run.config)
     for s in srcs:
         emit({"type": "source", "device": getattr(s, "device", lead.label), "name": s.name,
               "scope": s.scope, "method": s.method, "description": s.description})

@@ -146,9 +146,11 @@ def _system_table(subs: list[Submission], scenario: str):
     for s in subs:
         if not s.ok:
             continue
-        engines = {c.get("cell_id"): P.engine_of(s.doc, c) for c in s.doc.get("cells", [])
+        doc = s.doc
+        assert doc is not None  # find_submissions loads the document of every valid one
+        engines = {c.get("cell_id"): P.engine_of(doc, c) for c in doc.get("cells", [])
                    if isinstance(c, dict)}
-        for r in rows_from_document(s.doc, str(s.path)):
+        for r in rows_from_document(doc, str(s.path)):
             r.update(vendor=s.vendor, system=s.system, slug=s.slug,
                      engine=engines.get(r["cell_id"], "hf"))
             rows.append(r)
@@ -156,7 +158,7 @@ def _system_table(subs: list[Submission], scenario: str):
     if not len(df):
         return df
     df = df[(df["status"] == "ok") & df["output_tokens_per_j"].notna()].reset_index(drop=True)
-    v = econ.value_per_kwh(df, scenario)
+    v = econ.value_per_kwh(df, scenario, unpriced="null")
     df["rmb_per_kwh"] = pd.to_numeric(v["revenue_rmb_per_kwh"], errors="coerce").to_numpy()
     df["elec_rmb_per_kwh"] = pd.to_numeric(v["elec_rmb_per_kwh"], errors="coerce").to_numpy()
     return df

@@ -72,6 +72,7 @@ def fmt(x, digits: int = 3) -> str:
 
 def num_td(x, digits: int = 3, text: str | None = None) -> str:
     """A right-aligned numeric cell that sorts by its value."""
+    v: float | None
     try:
         v = float(x)
         v = v if math.isfinite(v) else None
@@ -182,7 +183,7 @@ def summary_rows(df, scenario: str) -> list[dict]:
     out = []
     for _, g in ok.groupby(keys, sort=True, dropna=False):
         best = g.loc[g["output_tokens_per_j"].astype(float).idxmax()]
-        v = econ.value_per_kwh(g.loc[[best.name]], scenario).iloc[0]
+        v = econ.value_per_kwh(g.loc[[best.name]], scenario, unpriced="null").iloc[0]
         dev = best["device"] if best["device"] != "cpu" else ""
         out.append({
             "run": str(best["run_id"]) if multi else "", "device":
@@ -315,7 +316,7 @@ def methods(docs: list[dict]) -> str:
     cells = [(d, c) for d in docs for c in d.get("cells", []) if isinstance(c, dict)]
     ok = [(d, c) for d, c in cells if c.get("status") == "ok" and c.get("figures")]
     items = []
-    scopes = sorted({c.get("scope") for _, c in ok if c.get("scope")})
+    scopes = sorted({c["scope"] for _, c in ok if c.get("scope")})
     meanings = {"gpu": "only the GPUs the cell ran on (NVML; idle GPUs are never summed in)",
                 "cpu": "the CPU package (RAPL), or an estimate where no counter is readable",
                 "dram": "DRAM (RAPL)", "node": "the whole node at its BMC",
@@ -461,6 +462,7 @@ def cells_table(df) -> str:
         tds = []
         for _, text, value in cols:
             if text is None:
+                assert value is not None  # CELL_COLUMNS: a column without text has a value
                 tds.append(num_td(value(r), 4))
             elif value is not None:
                 tds.append(num_td(value(r), 4, text=text(r)))

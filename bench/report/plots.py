@@ -10,6 +10,10 @@ import math
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 DPI = 100
 SIZE_IN = (8.0, 5.0)  # 800 x 500 pixels
@@ -74,7 +78,7 @@ def _ours(df):
     return ok
 
 
-def _published(df, models) -> object:
+def _published(df, models) -> pd.DataFrame:
     ext = df[(df["source"] != "joulebench") & df["output_tokens_per_j"].notna()]
     wanted = {norm_model(m) for m in models}
     keep = [any(w and w in norm_model(m) for w in wanted) for m in ext["model"]]
@@ -95,7 +99,8 @@ def draw_gpu_lines(ax, ours, ycol: str, lo_col: str | None = None,
     """Draw ``ycol`` against batch size: a line per GPU (band: lo..hi where given), or,
     for more than MAX_GPU_LINES GPUs of one name, model and lengths, their median with a
     band from the lowest to the highest GPU. Returns the legend names in order."""
-    names, i = [], 0
+    names: list[str] = []
+    i = 0
     if not len(ours):
         return names
     for _, fam in ours.groupby(FAMILY, sort=True, dropna=False):
@@ -240,7 +245,7 @@ def plot_rmb_per_kwh(df, out: Path, scenario: str) -> Plot:
     import pandas as pd
 
     table = pd.DataFrame(rows, columns=[*df.columns, "series"]) if rows else df.iloc[:0]
-    v = econ.value_per_kwh(table, scenario)
+    v = econ.value_per_kwh(table, scenario, unpriced="null")
     # value_per_kwh picks the best batch per (source, device name, model); per GPU here
     v["series"] = [r.get("series") if isinstance(r.get("series"), str) else
                    f"reference: {r['device_name']} {r['model']}" for r in rows] if rows else []

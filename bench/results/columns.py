@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-TABLE_SCHEMA_VERSION = 1
+from typing import Any
+
+TABLE_SCHEMA_VERSION = 2
 
 # (column, meaning). The order is the table's order; every row has every column.
 COLUMNS: tuple[tuple[str, str], ...] = (
@@ -39,6 +41,8 @@ COLUMNS: tuple[tuple[str, str], ...] = (
     ("decode_j_per_output_token", "decode energy per output token (subtraction method), J"),
     ("roofline_fraction", "fraction of the device's energy roofline at TDP"),
     ("contended", "another process computed on the GPU during the cell"),
+    ("node_tokens_per_j", "output tokens per joule of the whole node (its BMC), where "
+     "measured"),
     ("harness_version", "joulebench version (null for imports)"),
     ("git_commit", "harness commit (null for imports)"),
 )
@@ -46,3 +50,21 @@ COLUMN_NAMES = tuple(c for c, _ in COLUMNS)
 TEXT_COLUMNS = ("source", "run_id", "cell_id", "device", "device_name", "model", "dtype",
                 "status", "scope", "energy_method", "harness_version", "git_commit")
 NUMERIC_COLUMNS = tuple(c for c in COLUMN_NAMES if c not in (*TEXT_COLUMNS, "contended"))
+
+# Columns added after version 1, by the version that added them: a table file of an
+# older version is read with them null.
+ADDED = {"node_tokens_per_j": 2}
+
+
+def missing_columns(names: object) -> list[str]:
+    """The table's columns absent from ``names`` that no older version explains."""
+    have = set(names)  # type: ignore[call-overload]
+    return [c for c in COLUMN_NAMES if c not in have and c not in ADDED]
+
+
+def with_added_columns(df: Any) -> Any:
+    """``df`` (a pandas DataFrame) with the columns added since its version, null."""
+    for c in ADDED:
+        if c not in df.columns:
+            df[c] = None
+    return df[list(COLUMN_NAMES)]

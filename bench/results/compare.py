@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from bench.errors import BenchError
 
@@ -104,7 +105,7 @@ def compare(a: dict, b: dict, thresholds: list[Threshold]) -> tuple[list[dict], 
             warnings.append(f"the runs differ in {k}: {ma[k]} vs {mb[k]}")
     rows, failures = [], []
     for key in sorted(set(ca) | set(cb), key=lambda k: tuple(str(x) for x in k)):
-        row = {"cell": "/".join(str(x) for x in key) + suffix}
+        row: dict[str, Any] = {"cell": "/".join(str(x) for x in key) + suffix}
         fa = (ca.get(key) or {}).get("figures") or {}
         fb = (cb.get(key) or {}).get("figures") or {}
         row["in"] = "both" if key in ca and key in cb else ("A only" if key in ca else "B only")

@@ -67,8 +67,9 @@ def cell_figures(repeats: list[dict], scope: str,
     Returns:
         (figures, uncertainty): figures maps each of :data:`REPEAT_FIGURES` to the median
         of the per-repeat values (None if any repeat lacks it), plus summed energy,
-        duration and tokens, the maximum sampled power, and the incremental output
-        tokens/J (energy minus idle power x duration) where the idle power is known;
+        duration and tokens, the maximum sampled power, the incremental output
+        tokens/J (energy minus idle power x duration) where the idle power is known, and
+        the output tokens/J of the node's energy (its BMC) where every repeat has it;
         uncertainty gives min, max and a bootstrap interval of the median output tokens/J.
     """
     per = [repeat_figures(r, scope) for r in repeats]
@@ -93,6 +94,10 @@ def cell_figures(repeats: list[dict], scope: str,
             vals.append(r["output_tokens"] / extra if extra > 0 else None)
         inc = stats.median(vals) if vals and None not in vals else None
     figures["incremental_output_tokens_per_j"] = inc
+    node = [_energy(r, "node") for r in repeats] if scope != "node" else []
+    figures["node_output_tokens_per_j"] = stats.median(
+        [r["output_tokens"] / e for r, e in zip(repeats, node, strict=True)]) \
+        if node and all(e is not None and e > 0 for e in node) else None
     tpj = [v for p in per if (v := p["output_tokens_per_j"]) is not None]
     unc: dict[str, Any] = {"repeats": len(repeats), "output_tokens_per_j_min": None,
                            "output_tokens_per_j_max": None, "output_tokens_per_j_ci95": None}

@@ -149,6 +149,7 @@ def read_journal(path: Path | str) -> list[dict]:
 
 
 TRACE_FILE = "trace.parquet"
+NODE_TRACE_INDEX = -1  # device_index of the BMC's node-power samples in trace.parquet
 TRACE_COLUMNS = ("device_index", "t_ns", "energy_j", "power_w", "latency_ns", "energy_status",
                  "power_status")
 

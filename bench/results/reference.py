@@ -4,8 +4,12 @@ from __future__ import annotations
 
 from importlib import resources
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from bench.errors import BenchError
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 FILE = "mlenergy_leaderboard.csv"
 # Installed from a wheel: package data of bench.results.reference_data (pyproject maps it
@@ -45,24 +49,25 @@ def load_reference():
     """
     import pandas as pd
 
-    from bench.results.columns import COLUMN_NAMES
+    from bench.results.columns import COLUMN_NAMES, missing_columns, with_added_columns
 
     with reference_path().open("rb") as f:
         df = pd.read_csv(f)
-    missing = [c for c in COLUMN_NAMES if c not in df.columns]
+    missing = missing_columns(df.columns)
     if missing:
         raise BenchError(f"the reference table lacks column {missing[0]}")
+    df = with_added_columns(df)
     return df[list(COLUMN_NAMES)]
 
 
-def missing_from(frames) -> object:
+def missing_from(frames) -> pd.DataFrame:
     """Reference rows not already in ``frames`` (same source, run and cell), to append.
 
     A table file written by ``bench table`` already holds the reference rows; they are not
     added twice.
     """
     ref = load_reference()
-    seen = set()
+    seen: set[tuple[str, str, str]] = set()
     for f in frames:
         if len(f):
             seen.update(zip(f["source"].astype(str), f["run_id"].astype(str),

@@ -27,9 +27,10 @@ REPEAT = {"t0_ns": (INT,), "t1_ns": (INT,), "duration_s": (NUM,), "generate_call
           "output_tokens": (INT,), "input_tokens": (INT,), "energy": (OBJ,),
           "readings": (ARR,)}
 ENERGY = {"energy_j": (NUM, NULL), "method": (STR, NULL), "reason": (STR, NULL)}
-FIGURES = {k: (NUM, NULL) for k in ("output_tokens_per_j", "total_tokens_per_j",
-                                    "j_per_output_token", "output_tokens_per_s",
-                                    "mean_power_w", "energy_j", "duration_s")}
+# tuple[str, ...]: the integer fields added below allow one JSON type, not two
+FIGURES: dict[str, tuple[str, ...]] = {
+    k: (NUM, NULL) for k in ("output_tokens_per_j", "total_tokens_per_j", "j_per_output_token",
+                             "output_tokens_per_s", "mean_power_w", "energy_j", "duration_s")}
 FIGURES.update({"output_tokens": (INT,), "input_tokens": (INT,)})
 PROVENANCE = {"harness": (OBJ,), "host": (OBJ,), "libraries": (OBJ,)}
 HARNESS = {"name": (STR,), "version": (STR,), "commit": (STR, NULL), "source_sha256": (STR,)}

@@ -21,6 +21,8 @@ from bench.results.columns import (
     NUMERIC_COLUMNS,
     TABLE_SCHEMA_VERSION,
     TEXT_COLUMNS,
+    missing_columns,
+    with_added_columns,
 )
 
 __all__ = ["COLUMNS", "COLUMN_NAMES", "NUMERIC_COLUMNS", "TABLE_SCHEMA_VERSION",
@@ -51,7 +53,9 @@ def rows_from_document(doc: dict, origin: str = "") -> list[dict]:
         raise BenchError(f"{origin}: result document has no cells list")
     prov = _obj(doc.get("provenance"))
     harness = _obj(prov.get("harness"))
-    idle_list = doc.get("idle") if isinstance(doc.get("idle"), list) else []
+    idle_list = doc.get("idle")
+    if not isinstance(idle_list, list):
+        idle_list = []
     idle = {i.get("device"): i.get("power_w") for i in idle_list if isinstance(i, dict)}
     rows = []
     for n, c in enumerate(doc["cells"]):
@@ -82,6 +86,7 @@ def rows_from_document(doc: dict, origin: str = "") -> list[dict]:
             idle_power_w=c.get("idle_power_w", idle.get(c.get("device"))),
             incremental_output_tokens_per_j=f.get("incremental_output_tokens_per_j"),
             max_power_w=f.get("max_power_w"), ttft_s=ph.get("ttft_s"),
+            node_tokens_per_j=f.get("node_output_tokens_per_j"),
             prefill_j_per_input_token=sub.get("prefill_j_per_input_token"),
             decode_j_per_output_token=sub.get("decode_j_per_output_token"),
             roofline_fraction=_obj(c.get("roofline")).get("fraction"),
@@ -149,9 +154,10 @@ def load_table(paths=("results",), include_reference: bool = False):
     for p in map(Path, paths):
         if p.is_file() and p.suffix.lower() in (".csv", ".parquet"):
             df = load.read_table_file(p)
-            missing = [c for c in COLUMN_NAMES if c not in df.columns]
+            missing = missing_columns(df.columns)
             if missing:
                 raise BenchError(f"{p}: not a joulebench table (missing {missing[0]})")
+            df = with_added_columns(df)
             frames.append(_numeric(df[list(COLUMN_NAMES)].copy(), p))
             continue
         for f in result_files(p):

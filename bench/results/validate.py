@@ -290,15 +290,16 @@ def _device_samples(cols: dict) -> tuple[dict, dict, list[str]]:
     for idx in np.unique(cols["device_index"]):
         m = cols["device_index"] == idx
         t = cols["t_ns"][m]
+        label = "node" if idx == io.NODE_TRACE_INDEX else f"gpu{idx}"
         if np.any(np.diff(t) < 0):
-            errors.append(f"gpu{idx}: trace timestamps go backwards")
+            errors.append(f"{label}: trace timestamps go backwards")
             continue
         # A counter that steps down was reset or wrapped: the kernels unwrap it (they add
         # the value before the step), so a reset is accepted exactly as they read it.
         ok = cols["energy_status"][m] == 0
-        counter[f"gpu{idx}"] = (t[ok], cols["energy_j"][m][ok])
+        counter[label] = (t[ok], cols["energy_j"][m][ok])
         pok = cols["power_status"][m] == 0
-        power[f"gpu{idx}"] = (t[pok], cols["power_w"][m][pok])
+        power[label] = (t[pok], cols["power_w"][m][pok])
     return counter, power, errors
 
 
@@ -307,12 +308,24 @@ def _recompute(rd: dict, t0: int, t1: int, counter: dict, power: dict) -> float 
 
     Returns a message instead where the reading claims samples the trace does not hold.
     """
+    import numpy as np
+
     from bench.kernels import trace as K
 
     st = rd.get("stats")
     dev = rd.get("device")
     if not isinstance(st, dict) or rd.get("energy_j") is None:
         return None  # no sampler ran for this reading (CPU, RAPL, estimates)
+    if rd.get("scope") == "node":  # the BMC's samples, interpolated at both edges
+        if "node" not in power:
+            return "no trace of the node's BMC samples"
+        t, p = power["node"]
+        if not (t.size >= 2 and t[0] <= t0 and t[-1] >= t1):
+            return "the trace of the node does not cover the window"
+        if rd.get("method") == "counter":
+            tc, e = counter["node"]
+            return float(np.interp(t1, tc, e) - np.interp(t0, tc, e))
+        return K.power_energy_j(t, p, t0, t1)[0]
     if rd.get("method") == "counter":
         if dev not in counter:
             return f"no trace for {dev}"
