@@ -213,6 +213,10 @@ class HfWorkload:
         self._prompts = {}
 
 
+# Engines beyond hf: name -> the module whose ``make_workload`` builds it.
+PLUGGED_ENGINES = {"vllm": "bench.engines.vllm"}
+
+
 def make_workload(engine: str, spec: Any, dtype: str, torch_device: str, seed: int = 0,
                   compile: bool = True, sweep: Any = None) -> Workload:
     """The workload of ``engine`` for one model on one device (not prepared yet).
@@ -225,16 +229,12 @@ def make_workload(engine: str, spec: Any, dtype: str, torch_device: str, seed: i
     """
     if engine == "hf":
         return HfWorkload(spec, dtype, torch_device, seed, compile)
-    if engine == "vllm":
-        from bench.engines import vllm
+    if engine in PLUGGED_ENGINES:
+        import importlib
 
-        if sweep is None:
-            from bench.errors import BenchError
-
-            raise BenchError("engine vllm needs the sweep (its largest batch and length)")
-        kind = "cuda" if torch_device.startswith("cuda") else "cpu"
-        return vllm.VllmWorkload(spec, dtype, torch_device, seed,
-                                 vllm.settings_for(sweep, kind))
+        # Plugged by module name: the engine depends on this interface, never the reverse.
+        module = importlib.import_module(PLUGGED_ENGINES[engine])
+        return module.make_workload(spec, dtype, torch_device, seed, compile, sweep)
     from bench.errors import BenchError
 
     raise BenchError(f"unknown engine {engine!r}")

@@ -233,6 +233,18 @@ def test_serve_cmd_starts_and_stops_the_server(fake_nvml, fake_nvml_dir, monkeyp
         socket.create_connection(("127.0.0.1", port), timeout=1).close()
 
 
+def test_endpoint_on_the_cpu_without_rapl_is_refused(server_factory, monkeypatch, tmp_path,
+                                                     capsys):
+    from bench.devices import rapl
+
+    monkeypatch.setattr(rapl, "sources", lambda *a: ([], "no powercap here"))
+    srv = server_factory()
+    out = tmp_path / "run"
+    assert cli.main(run_args(srv.url, out, "--gpu", "none")) == 2  # the last --gpu counts
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "RAPL" in err[0] and not out.exists()
+
+
 @pytest.mark.parametrize("argv, needle", [
     (["--concurrency", "2"], "--concurrency needs --endpoint"),
     (["--endpoint", "http://127.0.0.1:1/v1", "--batch", "2"], "not --batch"),

@@ -241,8 +241,11 @@ def measure_cell(cell: Cell, config: SweepConfig, meter: Meter, absent: dict[str
             # the load runs on its own thread: "busy" only waits, so lead-in and lead-out
             # (until the samples past t1 are in) happen under the same load
             with meter.window(f"{cell.cell_id}#{r}", busy=lambda: time.sleep(0.002)) as w:
-                t_start = time.monotonic()
-                while time.monotonic() - t_start < config.min_window_s:
+                t_start, t_start_ns = time.monotonic(), time.monotonic_ns()
+                # at least min_window_s, and on until a token has arrived inside (a server
+                # that pauses is not dead; one that stalls STALL_S is, in check())
+                while time.monotonic() - t_start < config.min_window_s or \
+                        (lg.last_arrival_ns or 0) <= t_start_ns:
                     time.sleep(min(0.02, config.min_window_s / 20))
                     check()
             cpu1 = lg.loop_cpu_s()
@@ -267,6 +270,28 @@ def measure_cell(cell: Cell, config: SweepConfig, meter: Meter, absent: dict[str
 
 
 # -- a run ---------------------------------------------------------------------------
+
+def check_cpu_scope(devs: list[Device]) -> None:
+    """On the CPU, endpoint mode needs RAPL: the CPU estimate counts only this process's
+    CPU time (the client), never the server's, so it would measure the wrong thing.
+
+    Raises:
+        BenchError: a CPU run without a readable RAPL package zone.
+    """
+    if devs[0].kind == "cuda":
+        return
+    from bench.devices import rapl
+    from bench.errors import NoSensor
+
+    try:
+        srcs, why = rapl.sources()
+    except NoSensor as exc:
+        srcs, why = [], str(exc)
+    if not any(s.scope == "cpu" for s in srcs):
+        raise BenchError("endpoint mode on the CPU needs a readable RAPL counter (the CPU "
+                         "estimate counts only the client's own CPU time, not the server's)"
+                         f": {why or 'no RAPL package zone'}; measure GPUs with --gpu")
+
 
 def _sources(devs: list[Device], config: SweepConfig) -> tuple[list[Any], list[dict]]:
     """The meter's sources: every selected GPU's counter, and the host's CPU and DRAM."""
@@ -423,6 +448,7 @@ def run(config: SweepConfig, gpu: str | list[int] = "auto", out: Path | str | No
     devs, notice = D.select(gpu, inv)
     if notice and on_notice:
         on_notice(notice)
+    check_cpu_scope(devs)
 
     def measure(server: Server | None) -> Any:
         run_ = start_run(config, devs, out)
@@ -451,8 +477,9 @@ def _redo_errors(run: Run) -> None:
     latest: dict[str, dict] = {}
     for rec in io.read_journal(run.journal):
         if rec.get("type") == "cell":
-            latest.pop(rec.get("cell_id"), None)
-            latest[rec.get("cell_id")] = rec
+            cid = str(rec.get("cell_id"))
+            latest.pop(cid, None)
+            latest[cid] = rec
     run.cells = [c for c in latest.values() if c.get("status") != "error"]
 
 

@@ -54,6 +54,19 @@ def settings_for(sweep: Any, kind: str) -> VllmSettings:
                         float(util), kind != "cuda" or not sweep.compile)
 
 
+def make_workload(spec: Any, dtype: str, torch_device: str, seed: int = 0,
+                  compile: bool = True, sweep: Any = None) -> VllmWorkload:
+    """The engine for one model on one device, sized to ``sweep`` (not built yet).
+
+    Raises:
+        BenchError: no sweep to size the engine by.
+    """
+    if sweep is None:
+        raise BenchError("engine vllm needs the sweep (its largest batch and length)")
+    kind = "cuda" if torch_device.startswith("cuda") else "cpu"
+    return VllmWorkload(spec, dtype, torch_device, seed, settings_for(sweep, kind))
+
+
 def config_folder(spec: Any, folder: Path) -> Path:
     """Write the architecture's ``config.json`` (with model_type and architectures)."""
     from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
