@@ -129,3 +129,127 @@ def steady_window(t_ns, rate, rel_tolerance: float) -> tuple[int, int, float]:
     b = int(np.argmax(lengths))  # first longest, as the loop keeps the first
     i0, i1 = int(starts[b]), int(ends[b])
     return i0, i1, float((t[i1 - 1] - t[i0]) * 1e-9)
+
+
+def counter_refreshes(t_ns, energy_j, latency_ns=None):
+    t = checks.times(t_ns)
+    e = checks.values(energy_j, t.shape[0], "energy_j")
+    lat = np.zeros(t.shape[0], np.int64) if latency_ns is None else np.maximum(
+        np.asarray(latency_ns, np.int64), 0)
+    if lat.shape[0] != t.shape[0]:
+        raise ValueError("latency_ns must have one value per sample")
+    if t.size < 2:
+        return np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0)
+    steps = np.diff(e)
+    val = e + np.concatenate(([0.0], np.cumsum(np.where(steps < 0, e[:-1], 0.0))))
+    i = np.flatnonzero(np.diff(val) != 0) + 1
+    lo = t[i - 1] - (lat[i - 1] + 1) // 2
+    hi = t[i] + (lat[i] + 1) // 2
+    lo = np.minimum.accumulate(lo[::-1])[::-1].copy()
+    return lo, np.maximum.accumulate(hi), val[i]
+
+
+def refresh_times_ns(earliest_ns, latest_ns, neighbours: int = 8):
+    lo = np.asarray(earliest_ns, np.int64)
+    hi = checks.times(latest_ns, "latest_ns")
+    if lo.shape != hi.shape:
+        raise ValueError("earliest_ns and latest_ns differ in length")
+    k = hi.size
+    if k < 3:
+        return hi.copy(), float("nan")
+    d = np.diff(hi).astype(np.float64)
+    p0 = np.median(d)
+    if not p0 > 0:
+        return hi.copy(), float("nan")
+    num = np.concatenate(([0.0], np.cumsum(np.maximum(1.0, np.floor(d / p0 + 0.5)))))
+    y = (hi - hi[0]).astype(np.float64)
+
+    def slope(keep, default):
+        if keep.sum() < 2:
+            return default
+        x, z = num[keep], y[keep]
+        sxx = np.sum((x - x.mean()) ** 2)
+        return np.sum((x - x.mean()) * (z - z.mean())) / sxx if sxx > 0 else default
+
+    every = np.ones(k, bool)
+    period = slope(every, p0)
+    period = period if period > 0 else p0
+    num = np.floor((y - np.median(y - num * period)) / period + 0.1)
+
+    def lower_half(default):
+        r = y - num * slope(every, default)
+        fit = slope(r <= np.median(r), default)
+        return fit if fit > 0 else default
+
+    period = lower_half(period)
+    r = y - num * period
+    near = np.abs(r - np.median(r)) < 0.5 * period
+    num = np.floor((y - r[near].min()) / period + 0.02)
+    period = lower_half(period)
+    phase = y - num * period  # each refresh's grid origin as its latest time implies
+    best = np.full(k, np.inf)
+    floor = (lo - hi[0]).astype(np.float64)
+    for off in range(-neighbours, neighbours + 1):
+        j = np.arange(k) + off
+        ok = (j >= 0) & (j < k)
+        c = np.full(k, np.inf)
+        c[ok] = phase[j[ok]] + num[ok] * period
+        best = np.where((c > floor) & (c < best), c, best)
+    x = np.where(np.isinf(best), hi,
+                 hi[0] + np.floor(np.where(np.isinf(best), 0.0, best) + 0.5).astype(np.int64))
+    out = np.maximum.accumulate(np.minimum(np.maximum(x, lo), hi))
+    return out, float(period * 1e-9)
+
+
+def counter_cumulative_bounds_j(t_ns, energy_j, q_ns, power_t_ns=None, power_w=None,
+                                latency_ns=None, resolution_j: float = 1e-3,
+                                neighbours: int = 8):
+    lo, hi, v = counter_refreshes(t_ns, energy_j, latency_ns)
+    u, period_s = refresh_times_ns(lo, hi, neighbours)
+    q = checks.times(np.atleast_1d(np.asarray(q_ns)), "query times")
+    if power_t_ns is None:
+        pt, pw = np.zeros(0, np.int64), np.zeros(0)
+    else:
+        pt = checks.times(power_t_ns, "power_t_ns")
+        pw = checks.values(power_w, pt.shape[0], "power_w")
+    pp = update_period_s(pt, pw) if pt.size else float("nan")
+    pp_ns = int(round(pp * 1e9)) if pp == pp else 0
+    est, low, high = (np.full(q.shape[0], np.nan) for _ in range(3))
+    k = u.size
+    for j, x in enumerate(q):
+        if k < 2 or x < u[0] or x > u[-1]:
+            continue
+        a = min(int(np.searchsorted(u, x, side="right")) - 1, k - 2)
+        while a > 0 and u[a + 1] == u[a]:
+            a -= 1
+        est[j] = v[a] + (v[a + 1] - v[a]) * (x - u[a]) / (u[a + 1] - u[a])
+        ka = int(np.searchsorted(hi, x, side="right")) - 1
+        kb = int(np.searchsorted(lo, x, side="left"))
+        if ka < 0 or kb >= k:
+            continue
+        near = pw[(pt >= lo[ka]) & (pt <= hi[kb] + 2 * pp_ns)]
+        m = np.arange(max(ka - 1, 0), min(kb + 1, k - 1))
+        m = m[u[m + 1] > u[m]]
+        means = (v[m + 1] - v[m]) / ((u[m + 1] - u[m]) * 1e-9)
+        both = np.concatenate((near, means))
+        if both.size == 0:
+            continue
+        p_min, p_max = max(both.min(), 0.0), both.max()
+        r = np.arange(ka, kb + 1)
+        dl = (x - lo[r]) * 1e-9
+        dh = (x - hi[r]) * 1e-9
+        before, after = dh >= 0, dl <= 0
+        c_lo = np.where(before, v[r] + p_min * dh, v[r] + p_max * dh)
+        c_hi = v[r] + resolution_j + np.where(after, p_min * dl, p_max * dl)
+        low[j], high[j] = c_lo.max(), c_hi.min()
+    return est, low, high, period_s
+
+
+def counter_window_bounds_j(t_ns, energy_j, t0_ns: int, t1_ns: int, power_t_ns=None,
+                            power_w=None, latency_ns=None, resolution_j: float = 1e-3):
+    if t1_ns < t0_ns:
+        raise ValueError("t1_ns is before t0_ns")
+    est, low, high, period_s = counter_cumulative_bounds_j(
+        t_ns, energy_j, [t0_ns, t1_ns], power_t_ns, power_w, latency_ns, resolution_j)
+    return (float(est[1] - est[0]), float(low[1] - high[0]), float(high[1] - low[0]),
+            period_s)

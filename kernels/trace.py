@@ -21,6 +21,11 @@ difference of, so splitting a window conserves energy by construction:
   samples, with linear interpolation inside the sample interval holding q. A query
   outside the trace is clamped to it (nothing is integrated where nothing was sampled;
   the gap statistics say how much of a window that was).
+
+Edges on power steps (:func:`counter_cumulative_bounds_j`): power follows the work, so a
+window's edges sit on steps, where linear interpolation of a counter that refreshes every
+T is biased (by about T x step / 6 per edge). The bounded estimate places each refresh at
+its likely true time and returns an interval that contains the true cumulative energy.
 """
 
 from __future__ import annotations
@@ -308,3 +313,348 @@ def steady_window(t_ns, rate, rel_tolerance: float) -> tuple[int, int, float]:
     i0, i1 = _steady_run(x, med - band, med + band)
     dur = (t[i1 - 1] - t[i0]) * NS if i1 > i0 else 0.0
     return int(i0), int(i1), float(dur)
+
+
+# --- edges on power steps: refresh times, bounded interpolation -------------------------
+
+
+@numba.njit(cache=True, nogil=True)
+def _counter_updates(t, e, lat, lo, hi, v):
+    """Refreshes of a sampled counter: (code, index, count); lo/hi/v filled up to count.
+
+    Refresh k was seen first at sample i: it happened after the read of sample i-1 and
+    no later than the read of sample i. A read lies within half its call's latency of
+    its timestamp (the call's midpoint), so lo = t[i-1] - lat[i-1]/2, hi = t[i] + lat[i]/2.
+    """
+    n = t.shape[0]
+    if n == 0:
+        return 0, 0, 0
+    if np.isnan(e[0]):
+        return 2, 0, 0
+    offset = 0.0
+    prev_raw = e[0]
+    prev_val = e[0]
+    k = 0
+    for i in range(1, n):
+        if t[i] < t[i - 1]:
+            return 1, i, 0
+        raw = e[i]
+        if np.isnan(raw):
+            return 2, i, 0
+        if raw < prev_raw:  # reset or wraparound, unwrapped as in _counter_cumulative
+            offset += prev_raw
+        prev_raw = raw
+        val = raw + offset
+        if val == prev_val:
+            continue
+        prev_val = val
+        lo[k] = t[i - 1] - (lat[i - 1] + 1) // 2
+        hi[k] = t[i] + (lat[i] + 1) // 2
+        v[k] = val
+        k += 1
+    return 0, 0, k
+
+
+@numba.njit(cache=True, nogil=True)
+def _slope(x, y, keep, default):
+    """Least-squares slope of y over x on the kept points (default if x does not vary)."""
+    n = 0
+    mx = 0.0
+    my = 0.0
+    for i in range(x.shape[0]):
+        if keep[i]:
+            n += 1
+            mx += x[i]
+            my += y[i]
+    if n < 2:
+        return default
+    mx /= n
+    my /= n
+    sxy = 0.0
+    sxx = 0.0
+    for i in range(x.shape[0]):
+        if keep[i]:
+            sxy += (x[i] - mx) * (y[i] - my)
+            sxx += (x[i] - mx) * (x[i] - mx)
+    return sxy / sxx if sxx > 0 else default
+
+
+@numba.njit(cache=True, nogil=True)
+def _lower_half_slope(num, y, keep, default):
+    """The slope over the points on or below the median residual of a fit over all."""
+    for i in range(num.shape[0]):
+        keep[i] = True
+    r = y - num * _slope(num, y, keep, default)
+    cut = np.median(r)
+    for i in range(num.shape[0]):
+        keep[i] = r[i] <= cut
+    fit = _slope(num, y, keep, default)
+    return fit if fit > 0 else default
+
+
+@numba.njit(cache=True, nogil=True)
+def _fit_refresh_times(lo, hi, neighbours, out):
+    """Likely refresh times (ns): a regular period fitted to the latest times, each
+    refresh placed at the earliest time its neighbours' latest times allow, within [lo, hi].
+
+    A refresh is seen late by up to the sampler's gap, never early, so on a regular grid
+    the neighbour seen soonest after its refresh pins the grid's phase from above.
+    """
+    k = hi.shape[0]
+    for i in range(k):
+        out[i] = hi[i]
+    if k < 3:
+        return np.nan
+    d = np.empty(k - 1, np.float64)
+    for i in range(k - 1):
+        d[i] = hi[i + 1] - hi[i]
+    p0 = np.median(d)
+    if not p0 > 0:
+        return np.nan
+    # grid numbers: a refresh missed between two seen ones advances the count by two
+    num = np.zeros(k, np.float64)
+    for i in range(1, k):
+        num[i] = num[i - 1] + max(1.0, np.floor(d[i - 1] / p0 + 0.5))
+    y = np.empty(k, np.float64)  # latest times relative to the first, ns
+    for i in range(k):
+        y[i] = hi[i] - hi[0]
+    keep = np.ones(k, np.bool_)
+    period = _slope(num, y, keep, p0)
+    if not period > 0:
+        period = p0
+    # Renumber from the grid: a read up to 0.9 period late keeps its number (counting
+    # from the gaps alone, one 60 ms stall would shift every later refresh by one).
+    r = y - num * period
+    phase = np.median(r)
+    for i in range(k):
+        num[i] = np.floor((y[i] - phase) / period + 0.1)
+    # refit on the reads seen soonest (the lower half of the residuals): late reads
+    # only ever lie above the grid, and would tilt a fit over all of them
+    period = _lower_half_slope(num, y, keep, period)
+    # Then number each read by the refresh it saw: the latest one at or before it, so
+    # the floor from the phase the soonest reads pin (residuals near the median only:
+    # a read numbered wrongly above lies a period off), which holds for any stall.
+    r = y - num * period
+    med = np.median(r)
+    phase = np.inf
+    for i in range(k):
+        if abs(r[i] - med) < 0.5 * period and r[i] < phase:
+            phase = r[i]
+    for i in range(k):
+        num[i] = np.floor((y[i] - phase) / period + 0.02)
+    period = _lower_half_slope(num, y, keep, period)
+    for i in range(k):
+        # a neighbour whose grid time for i falls at or before lo[i] contradicts the
+        # read before i's refresh (it was numbered wrongly, or the grid drifts): skipped
+        floor_i = lo[i] - hi[0]
+        best = np.inf
+        for j in range(max(0, i - neighbours), min(k, i + neighbours + 1)):
+            c = (hi[j] - hi[0]) + (num[i] - num[j]) * period
+            if floor_i < c < best:
+                best = c
+        x = hi[i] if best == np.inf else hi[0] + np.int64(np.floor(best + 0.5))
+        out[i] = min(max(x, lo[i]), hi[i])
+        if i > 0 and out[i] < out[i - 1]:
+            out[i] = out[i - 1]  # the grid keeps its order
+    return period * 1e-9
+
+
+@numba.njit(cache=True, nogil=True)
+def _bounded_cumulative(u, lo, hi, v, pt, pw, q, p_period_ns, res_j, est, e_lo, e_hi):
+    """Interpolated cumulative energy at each query and an interval holding the truth."""
+    k = u.shape[0]
+    npw = pt.shape[0]
+    for j in range(q.shape[0]):
+        est[j] = np.nan
+        e_lo[j] = np.nan
+        e_hi[j] = np.nan
+        x = q[j]
+        if k < 2 or x < u[0] or x > u[k - 1]:
+            continue
+        a = np.searchsorted(u, x, side="right") - 1
+        if a >= k - 1:
+            a = k - 2
+        while a > 0 and u[a + 1] == u[a]:
+            a -= 1
+        est[j] = v[a] + (v[a + 1] - v[a]) * (x - u[a]) / (u[a + 1] - u[a])
+        # refreshes provably before (hi <= x) and after (lo >= x) the query, and between
+        ka = np.searchsorted(hi, x, side="right") - 1
+        kb = np.searchsorted(lo, x, side="left")
+        if ka < 0 or kb >= k:
+            continue
+        # the power range around the edge: readings that can describe [lo[ka], hi[kb]]
+        # (a reading shows a refresh up to one power period old), and the counter's own
+        # mean power over each refresh interval touching it, which the range must hold
+        p_min = np.inf
+        p_max = -np.inf
+        i = np.searchsorted(pt, lo[ka], side="left")
+        while i < npw and pt[i] <= hi[kb] + 2 * p_period_ns:
+            p_min = min(p_min, pw[i])
+            p_max = max(p_max, pw[i])
+            i += 1
+        for m in range(max(ka - 1, 0), min(kb + 1, k - 1)):
+            if u[m + 1] > u[m]:
+                mean = (v[m + 1] - v[m]) / ((u[m + 1] - u[m]) * 1e-9)
+                p_min = min(p_min, mean)
+                p_max = max(p_max, mean)
+        p_min = max(p_min, 0.0)
+        if not p_max >= p_min:
+            continue
+        low = -np.inf
+        high = np.inf
+        for m in range(ka, kb + 1):
+            # E(refresh m) is in [v, v + res]; power in [p_min, p_max] between it and x
+            dl = (x - lo[m]) * 1e-9  # time from the earliest refresh to x
+            dh = (x - hi[m]) * 1e-9  # time from the latest refresh to x
+            if dh >= 0:  # refreshed before x
+                c_lo = v[m] + p_min * dh
+                c_hi = v[m] + res_j + p_max * dl
+            elif dl <= 0:  # refreshed after x
+                c_lo = v[m] + p_max * dh
+                c_hi = v[m] + res_j + p_min * dl
+            else:  # it may have refreshed on either side of x
+                c_lo = v[m] + p_max * dh
+                c_hi = v[m] + res_j + p_max * dl
+            low = max(low, c_lo)
+            high = min(high, c_hi)
+        e_lo[j] = low
+        e_hi[j] = high
+
+
+def counter_refreshes(t_ns, energy_j, latency_ns=None) -> tuple[np.ndarray, np.ndarray,
+                                                                np.ndarray]:
+    """The counter's refreshes as the trace shows them.
+
+    Returns:
+        (earliest_ns, latest_ns, value_j): refresh k happened in (earliest, latest]
+        (the read before it still showed the old value, the read at latest the new one;
+        half each call's ``latency_ns`` is added on either side) and set the unwrapped
+        counter to value_j[k].
+    """
+    t = checks.times(t_ns, scan=False)
+    e = checks.values(energy_j, t.shape[0], "energy_j", scan=False)
+    lat = (np.zeros(t.shape[0], np.int64) if latency_ns is None
+           else checks.times(np.maximum(np.asarray(latency_ns), 0), "latency_ns", scan=False))
+    if lat.shape[0] != t.shape[0]:
+        raise ValueError("latency_ns must have one value per sample")
+    lo = np.empty(max(t.shape[0] - 1, 0), np.int64)
+    hi = np.empty_like(lo)
+    v = np.empty(lo.shape[0], np.float64)
+    code, i, k = _counter_updates(t, e, lat, lo, hi, v)
+    _raise(code, i, "energy_j")
+    # latencies can make neighbouring bounds cross; widening keeps them true and sorted
+    lo = np.minimum.accumulate(lo[:k][::-1])[::-1].copy()
+    hi = np.maximum.accumulate(hi[:k])
+    return lo, hi, v[:k]
+
+
+def refresh_times_ns(earliest_ns, latest_ns, neighbours: int = 8) -> tuple[np.ndarray, float]:
+    """Likely true refresh times (ns) of a counter that refreshes on a regular period.
+
+    A late read bounds a refresh from one side only: it happened at or before the read
+    that saw it. So a regular period is fitted to the latest times: grid numbers from the
+    gaps (a missed refresh counts two), a least-squares period, numbers again from that
+    grid (a read up to 0.9 period late keeps its number), the period refitted on the
+    half of the reads that lie lowest against the grid (those seen soonest), and then
+    each read numbered by the refresh it saw (the floor from the phase the soonest read
+    pins, right after any stall) and the period refitted once more. Each refresh
+    is then placed at the earliest time that its ``neighbours`` on either side allow on
+    that grid, leaving out times at or before its own earliest (a neighbour numbered
+    wrongly after a long stall), and clamped into its own (earliest, latest] interval:
+    a time the trace contradicts is never returned.
+
+    Returns:
+        (times_ns, period_s): the times, non-decreasing; NaN period with fewer than three
+        refreshes (then the times are the latest ones).
+    """
+    lo = checks.times(earliest_ns, "earliest_ns", scan=False)
+    hi = checks.times(latest_ns, "latest_ns")
+    if lo.shape != hi.shape:
+        raise ValueError("earliest_ns and latest_ns differ in length")
+    out = np.empty_like(hi)
+    period = _fit_refresh_times(lo, hi, int(neighbours), out)
+    return out, float(period)
+
+
+def counter_cumulative_bounds_j(t_ns, energy_j, q_ns, power_t_ns=None, power_w=None,
+                                latency_ns=None, resolution_j: float = 1e-3,
+                                neighbours: int = 8) -> tuple[np.ndarray, np.ndarray,
+                                                              np.ndarray, float]:
+    """Cumulative counter energy at each query time, and an interval that holds the truth.
+
+    The estimate interpolates the counter linearly between its refreshes placed at their
+    likely true times (:func:`refresh_times_ns`), not at the times they were first seen,
+    so a sampler that falls behind under contention does not drag the edges late.
+
+    The bound. Refresh m happened at some u_m in (lo_m, hi_m] (the trace's reads) and set
+    the counter to C_m, with E(u_m) in [C_m, C_m + resolution_j] (NVML floors to mJ). If
+    the true power between the refreshes around a query x stays within [P_min, P_max],
+    E(x) = E(u_m) + integral of power from u_m to x, so each refresh bounds E(x):
+    refreshed before x (hi_m <= x): [C_m + P_min (x - hi_m), C_m + res + P_max (x - lo_m)];
+    refreshed after x (lo_m >= x): [C_m - P_max (hi_m - x), C_m + res - P_min (lo_m - x)];
+    either side: [C_m - P_max (hi_m - x), C_m + res + P_max (x - lo_m)]. The interval is the
+    intersection over the last refresh provably before x, the first provably after it and
+    any between. For exact refresh times (hi = lo = u_a <= x < u_b = u_a + T, x = u_a + fT)
+    the linear interpolation's error is then within
+    [f D - min(P_max f T, D - P_min (1 - f) T), f D - max(P_min f T, D - P_max (1 - f) T)]
+    with D = C_b - C_a, at most f (1 - f) T (P_max - P_min) <= T (P_max - P_min) / 4 on
+    either side, and the sampler's gaps and call latency widen it by P_max x (hi - lo).
+    P_min, P_max are the extremes of the power readings from lo of the first refresh to
+    two power periods after hi of the last (a reading can show power up to one power
+    period old), widened to hold the counter's own mean power over every refresh interval
+    touching the edge (the truth must), P_min at least 0. The interval is provable for
+    any power that the readings' range holds; a power excursion between the power
+    readings' refreshes that none of them shows is outside that premise (NVML's instant
+    power averages about 25 ms of each 100 ms on H100). ``true`` here is the counter's own
+    integral; the sensor's accuracy against a wall meter is a separate matter.
+
+    Args:
+        t_ns, energy_j: the counter's samples (as for :func:`counter_cumulative_j`).
+        q_ns: sorted query times (window edges).
+        power_t_ns, power_w: the power readings (W) sampled with it; None for none.
+        latency_ns: each sample's NVML call time (ns); None for 0.
+        resolution_j: the counter's resolution (NVML: 1 mJ).
+        neighbours: refreshes on either side used to place each refresh.
+
+    Returns:
+        (estimate_j, low_j, high_j, period_s): per query, the estimate and the interval
+        [low_j, high_j] holding the true cumulative energy on the same (unwrapped) scale;
+        NaN where the trace has no refresh on either side of the query (the estimate
+        needs two refreshes around it; the bound one provably before and one after). A
+        window's energy is estimate[1] - estimate[0], within
+        [low[1] - high[0], high[1] - low[0]]; period_s is the fitted refresh period.
+    """
+    lo, hi, v = counter_refreshes(t_ns, energy_j, latency_ns)
+    u, period_s = refresh_times_ns(lo, hi, neighbours)
+    q = _queries(q_ns)
+    if power_t_ns is None:
+        pt, pw = np.zeros(0, np.int64), np.zeros(0, np.float64)
+    else:
+        pt = checks.times(power_t_ns, "power_t_ns")
+        pw = checks.values(power_w, pt.shape[0], "power_w")
+    p_period = update_period_s(pt, pw) if pt.size else float("nan")
+    p_period_ns = np.int64(round(p_period * 1e9)) if p_period == p_period else np.int64(0)
+    est, low, high = (np.empty(q.shape[0], np.float64) for _ in range(3))
+    _bounded_cumulative(u, lo, hi, v, pt, pw, q, p_period_ns, float(resolution_j),
+                        est, low, high)
+    return est, low, high, period_s
+
+
+def counter_window_bounds_j(t_ns, energy_j, t0_ns: int, t1_ns: int, power_t_ns=None,
+                            power_w=None, latency_ns=None,
+                            resolution_j: float = 1e-3) -> tuple[float, float, float, float]:
+    """A window's counter energy with refreshes at their likely times, and its bound.
+
+    Returns:
+        (energy_j, low_j, high_j, period_s): the estimate, an interval that holds the
+        true energy (see :func:`counter_cumulative_bounds_j` for the premise), and the
+        fitted refresh period. The edge bound of the window is
+        max(energy_j - low_j, high_j - energy_j). NaN where the trace does not bracket
+        both edges with refreshes.
+    """
+    if t1_ns < t0_ns:
+        raise ValueError("t1_ns is before t0_ns")
+    est, low, high, period_s = counter_cumulative_bounds_j(
+        t_ns, energy_j, [t0_ns, t1_ns], power_t_ns, power_w, latency_ns, resolution_j)
+    return (float(est[1] - est[0]), float(low[1] - high[0]), float(high[1] - low[0]),
+            period_s)

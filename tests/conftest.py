@@ -9,6 +9,7 @@ import shutil
 import subprocess
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 HERE = Path(__file__).resolve().parent
@@ -23,7 +24,8 @@ def build_fake_nvml(out_dir: Path) -> Path:
         return lib
     tmp = out_dir / f".lib-{os.getpid()}.so"
     subprocess.run([shutil.which("gcc") or "gcc", "-O2", "-shared", "-fPIC",
-                    "-Wl,-soname,libnvidia-ml.so.1", "-o", str(tmp), str(FAKE_SRC), "-lm"],
+                    "-pthread", "-Wl,-soname,libnvidia-ml.so.1", "-o", str(tmp), str(FAKE_SRC),
+                    "-lm"],
                    check=True, capture_output=True, text=True)
     os.replace(tmp, lib)
     return lib
@@ -74,3 +76,58 @@ def true_energy_j(t_s: float, base_w: float = 300.0, amp_w: float = 0.0,
     """The stand-in's exact cumulative energy at CLOCK_MONOTONIC time t_s."""
     return base_w * t_s + amp_w * period_s / (2 * math.pi) * (
         1 - math.cos(2 * math.pi * t_s / period_s))
+
+
+class FakeTruth:
+    """The stand-in's test calls: power steps and the exact energy of any past interval.
+
+    Uses the library pynvml loaded, so it sees the same devices and history as NVML.
+    Device numbers are the stand-in's (NVML indices); times are CLOCK_MONOTONIC ns, the
+    clock of ``time.monotonic_ns()``.
+    """
+
+    def __init__(self, lib) -> None:
+        ll, dbl, i = ctypes.c_longlong, ctypes.c_double, ctypes.c_int
+        self._lib = lib
+        for name, res, args in (
+                ("fake_nvml_set_power_w_at", ll, [i, dbl, ll]),
+                ("fake_nvml_true_energy_j", dbl, [i, ll, ll]),
+                ("fake_nvml_true_power_w", dbl, [i, ll]),
+                ("fake_nvml_counter_refresh_ns", ll, [i, ll]),
+                ("fake_nvml_history", ctypes.c_long,
+                 [i, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_long])):
+            fn = getattr(lib, name)
+            fn.restype, fn.argtypes = res, args
+
+    def set_power_w(self, dev: int, power_w: float, t_ns: int = 0) -> int:
+        """Step device ``dev`` to ``power_w`` at ``t_ns`` (0: now); returns the step time."""
+        t = self._lib.fake_nvml_set_power_w_at(dev, power_w, t_ns)
+        if t < 0:
+            raise ValueError(f"no step: device {dev} unknown or {t_ns} before its last step")
+        return int(t)
+
+    def true_energy_j(self, dev: int, t0_ns: int, t1_ns: int) -> float:
+        return float(self._lib.fake_nvml_true_energy_j(dev, int(t0_ns), int(t1_ns)))
+
+    def true_power_w(self, dev: int, t_ns: int) -> float:
+        return float(self._lib.fake_nvml_true_power_w(dev, int(t_ns)))
+
+    def counter_refresh_ns(self, dev: int, t_ns: int) -> int:
+        """The time of the counter's last refresh at or before ``t_ns``."""
+        return int(self._lib.fake_nvml_counter_refresh_ns(dev, int(t_ns)))
+
+    def history(self, dev: int) -> tuple[np.ndarray, np.ndarray]:
+        """The step history: breakpoint times (ns) and the step power (W) from each on."""
+        n = self._lib.fake_nvml_history(dev, None, None, 0)
+        t = np.zeros(max(n, 0), np.int64)
+        w = np.zeros(max(n, 0), np.float64)
+        self._lib.fake_nvml_history(dev, t.ctypes.data, w.ctypes.data, n)
+        return t, w
+
+
+@pytest.fixture
+def fake_truth(fake_nvml):
+    """(configure, truth): the ``fake_nvml`` fixture and a :class:`FakeTruth` on its library."""
+    import pynvml
+
+    return fake_nvml, FakeTruth(pynvml.nvmlLib)

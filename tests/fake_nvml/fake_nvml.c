@@ -3,9 +3,13 @@
  *
  * Configured at nvmlInit from FAKE_NVML_DEVICES: devices separated by ';', each a list
  * of key=value separated by ','. Keys (defaults in brackets):
- *   base_w [300]   amp_w [0]   period_s [1]      power(t) = base + amp*sin(2*pi*t/period)
- *   update_ms [100]            energy counter refresh period (the value is stale between)
- *   power_update_ms [20]       instant power (field 186) refresh period
+ *   base_w [300]   amp_w [0]   period_s [1]      level(t) = base + amp*sin(2*pi*t/period)
+ *   update_ms [100]            energy counter refresh period (the value is stale between);
+ *                              alias counter_period_ms
+ *   counter_phase_ms [0]       the counter refreshes at phase + k * period
+ *   power_update_ms [20]       instant power (field 186) refresh period; alias power_period_ms
+ *   power_window_ms [0]        field 186 is the mean power over this window before its
+ *                              refresh (H100: about 25 ms); 0: the power at the refresh
  *   avg [1]                    nvmlDeviceGetPowerUsage / field 185 is a 1 s average
  *   counter [1]                0: the energy counter is NOT_SUPPORTED
  *   fields [1]                 0: nvmlDeviceGetFieldValues is NOT_SUPPORTED
@@ -14,9 +18,23 @@
  *   reset_at_s [-1]            the counter restarts from 0 this many s after init
  *   limit_w [700]              enforced power limit
  *   procs [0]                  other processes computing on the GPU (pids 4000000 + i)
- * Times are CLOCK_MONOTONIC seconds; energy is the integral of power from t = 0. */
+ *   busy_w [0]                 > 0: power follows the work: a thread of this library sets,
+ *                              every follow_ms [1], the step level to base_w + busy_w x the
+ *                              CPU use of this process (other threads than its own) over
+ *                              the last period, capped at one core (the thread runs
+ *                              from the first nvmlInit to the last nvmlShutdown: do not
+ *                              fork in between, a child could inherit a held lock)
+ *
+ * Power follows the work: power(t) = level(t) + step(t), where step(t) is a piecewise-
+ * constant history with exact CLOCK_MONOTONIC ns breakpoints (0 before the first),
+ * changed by fake_nvml_set_power_w (tests) or by the busy_w thread. The set power w means
+ * the level becomes w: step = w - base_w. The counter at each refresh is the exact
+ * integral of power(t) from t = 0 (floored to mJ), so fake_nvml_true_energy_j gives the
+ * truth of any interval. History is kept from nvmlInit until the next first nvmlInit.
+ * Times are CLOCK_MONOTONIC seconds (ns in the test calls). */
 #define _GNU_SOURCE
 #include <math.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -32,41 +50,161 @@
 
 typedef struct {
     double base_w, amp_w, period_s, update_s, power_update_s, latency_s, lost_after_s,
-        reset_at_s, limit_w;
+        reset_at_s, limit_w, counter_phase_s, power_window_s, busy_w, follow_s;
     int avg, counter, fields, index, procs;
     char name[64], uuid[80];
+    /* the step history: breakpoints h_t[i] (ns), step power h_w[i] (W) from h_t[i] on,
+     * h_e[i] the integral of the step power from h_t[0] to h_t[i] (J) */
+    long long *h_t;
+    double *h_w, *h_e;
+    long n_h, cap_h;
 } dev_t_;
 
 static dev_t_ devs[MAXDEV];
 static int ndev = 0;
 static int refcount = 0;
 static double t_init = 0;
+/* guards the histories: the sampler thread, the busy_w thread and the tests use them */
+static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
+static pthread_t follower;
+static volatile int follow_run = 0;
 
-static double now_s(void) {
+static long long now_ns(void) {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
-    return ts.tv_sec + ts.tv_nsec * 1e-9;
+    return ts.tv_sec * 1000000000LL + ts.tv_nsec;
 }
 
-static double power_at(const dev_t_ *d, double t) {
+static double now_s(void) { return now_ns() * 1e-9; }
+
+static double level_at(const dev_t_ *d, double t) {
     return d->base_w + d->amp_w * sin(2 * M_PI * t / d->period_s);
 }
 
-static double energy_at(const dev_t_ *d, double t) { /* exact integral from 0, J */
+static double level_energy(const dev_t_ *d, double t) { /* exact integral from 0, J */
     return d->base_w * t + d->amp_w * d->period_s / (2 * M_PI) * (1 - cos(2 * M_PI * t / d->period_s));
 }
 
-static double stale(double t, double period) { return period > 0 ? floor(t / period) * period : t; }
+/* Index of the last breakpoint at or before t_ns, -1 if none (lock held). */
+static long bp_at(const dev_t_ *d, long long t_ns) {
+    long lo = 0, hi = d->n_h; /* first breakpoint after t_ns is in [lo, hi] */
+    while (lo < hi) {
+        long mid = (lo + hi) / 2;
+        if (d->h_t[mid] <= t_ns) lo = mid + 1; else hi = mid;
+    }
+    return lo - 1;
+}
+
+static double step_energy_ns(const dev_t_ *d, long long t_ns) { /* lock held */
+    long i = bp_at(d, t_ns);
+    if (i < 0) return 0.0;
+    return d->h_e[i] + d->h_w[i] * (t_ns - d->h_t[i]) * 1e-9;
+}
+
+/* Exact cumulative energy (J) at t_ns; the integer ns keeps the history part exact. */
+static double energy_ns(dev_t_ *d, long long t_ns) {
+    pthread_mutex_lock(&lock);
+    double e = step_energy_ns(d, t_ns);
+    pthread_mutex_unlock(&lock);
+    return level_energy(d, t_ns * 1e-9) + e;
+}
+
+static double power_ns(dev_t_ *d, long long t_ns) {
+    pthread_mutex_lock(&lock);
+    long i = bp_at(d, t_ns);
+    double w = i < 0 ? 0.0 : d->h_w[i];
+    pthread_mutex_unlock(&lock);
+    return level_at(d, t_ns * 1e-9) + w;
+}
+
+/* Append a breakpoint: from t_ns on the step power is w. -1 if t_ns is before the last. */
+static int push_step(dev_t_ *d, long long t_ns, double w) {
+    int r = 0;
+    pthread_mutex_lock(&lock);
+    if (d->n_h > 0 && t_ns < d->h_t[d->n_h - 1]) {
+        r = -1;
+    } else if (d->n_h > 0 && t_ns == d->h_t[d->n_h - 1]) {
+        d->h_w[d->n_h - 1] = w;
+    } else if (d->n_h > 0 && d->h_w[d->n_h - 1] == w) {
+        /* no change: nothing to record */
+    } else {
+        if (d->n_h == d->cap_h) {
+            long cap = d->cap_h ? 2 * d->cap_h : 1024;
+            d->h_t = realloc(d->h_t, cap * sizeof *d->h_t);
+            d->h_w = realloc(d->h_w, cap * sizeof *d->h_w);
+            d->h_e = realloc(d->h_e, cap * sizeof *d->h_e);
+            d->cap_h = cap;
+        }
+        long n = d->n_h;
+        d->h_e[n] = n ? step_energy_ns(d, t_ns) : 0.0;
+        d->h_t[n] = t_ns;
+        d->h_w[n] = w;
+        d->n_h = n + 1;
+    }
+    pthread_mutex_unlock(&lock);
+    return r;
+}
+
+static long long refresh_ns(long long t_ns, double period_s, double phase_s) {
+    long long p = llround(period_s * 1e9), ph = llround(phase_s * 1e9);
+    if (p <= 0) return t_ns;
+    long long k = (t_ns - ph) / p;
+    if ((t_ns - ph) % p < 0) k--; /* floor for times before the phase */
+    return ph + k * p;
+}
+
+static double cpu_s(clockid_t c) {
+    struct timespec ts;
+    clock_gettime(c, &ts);
+    return ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
+/* The busy_w thread: every follow_s, the CPU use of the process (less this thread's own)
+ * over the last period sets the step of each busy_w device. */
+static void *follow(void *arg) {
+    (void)arg;
+    double period = 1e-3;
+    for (int i = 0; i < ndev; i++)
+        if (devs[i].busy_w > 0 && devs[i].follow_s > 0) period = devs[i].follow_s;
+    long long p_ns = llround(period * 1e9);
+    long long t_prev = now_ns(), deadline = t_prev;
+    double cpu_prev = cpu_s(CLOCK_PROCESS_CPUTIME_ID) - cpu_s(CLOCK_THREAD_CPUTIME_ID);
+    while (follow_run) {
+        deadline += p_ns;
+        struct timespec dl = {deadline / 1000000000LL, deadline % 1000000000LL};
+        clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &dl, NULL);
+        long long t = now_ns();
+        double cpu = cpu_s(CLOCK_PROCESS_CPUTIME_ID) - cpu_s(CLOCK_THREAD_CPUTIME_ID);
+        double use = t > t_prev ? (cpu - cpu_prev) / ((t - t_prev) * 1e-9) : 0.0;
+        use = use < 0 ? 0 : (use > 1 ? 1 : use);
+        for (int i = 0; i < ndev; i++)
+            if (devs[i].busy_w > 0) push_step(&devs[i], t, devs[i].busy_w * use);
+        t_prev = t;
+        cpu_prev = cpu;
+        if (deadline < t - p_ns) deadline = t; /* fell behind: no burst */
+    }
+    return NULL;
+}
 
 static void parse(void) {
     const char *env = getenv("FAKE_NVML_DEVICES");
     char buf[4096];
+    pthread_mutex_lock(&lock);
+    for (int i = 0; i < MAXDEV; i++) {
+        free(devs[i].h_t); free(devs[i].h_w); free(devs[i].h_e);
+        memset(&devs[i], 0, sizeof devs[i]);
+    }
     ndev = 0;
+    pthread_mutex_unlock(&lock);
     snprintf(buf, sizeof buf, "%s", env ? env : "");
     char *save1 = NULL;
     for (char *dev = strtok_r(buf, ";", &save1); dev && ndev < MAXDEV; dev = strtok_r(NULL, ";", &save1)) {
         dev_t_ *d = &devs[ndev];
-        *d = (dev_t_){300, 0, 1, 0.1, 0.02, 0, -1, -1, 700, 1, 1, 1, ndev, 0, "", ""};
+        *d = (dev_t_){.base_w = 300, .amp_w = 0, .period_s = 1, .update_s = 0.1,
+                      .power_update_s = 0.02, .latency_s = 0, .lost_after_s = -1,
+                      .reset_at_s = -1, .limit_w = 700, .counter_phase_s = 0,
+                      .power_window_s = 0, .busy_w = 0, .follow_s = 1e-3, .avg = 1,
+                      .counter = 1, .fields = 1, .index = ndev, .procs = 0};
         snprintf(d->name, sizeof d->name, "Fake GPU %d", ndev);
         snprintf(d->uuid, sizeof d->uuid, "GPU-fa4e0000-0000-0000-0000-00000000000%d", ndev);
         char *save2 = NULL;
@@ -77,8 +215,10 @@ static void parse(void) {
             if (!strcmp(key, "base_w")) d->base_w = v;
             else if (!strcmp(key, "amp_w")) d->amp_w = v;
             else if (!strcmp(key, "period_s")) d->period_s = v;
-            else if (!strcmp(key, "update_ms")) d->update_s = v * 1e-3;
-            else if (!strcmp(key, "power_update_ms")) d->power_update_s = v * 1e-3;
+            else if (!strcmp(key, "update_ms") || !strcmp(key, "counter_period_ms")) d->update_s = v * 1e-3;
+            else if (!strcmp(key, "counter_phase_ms")) d->counter_phase_s = v * 1e-3;
+            else if (!strcmp(key, "power_update_ms") || !strcmp(key, "power_period_ms")) d->power_update_s = v * 1e-3;
+            else if (!strcmp(key, "power_window_ms")) d->power_window_s = v * 1e-3;
             else if (!strcmp(key, "avg")) d->avg = (int)v;
             else if (!strcmp(key, "counter")) d->counter = (int)v;
             else if (!strcmp(key, "fields")) d->fields = (int)v;
@@ -87,6 +227,8 @@ static void parse(void) {
             else if (!strcmp(key, "reset_at_s")) d->reset_at_s = v;
             else if (!strcmp(key, "limit_w")) d->limit_w = v;
             else if (!strcmp(key, "procs")) d->procs = (int)v;
+            else if (!strcmp(key, "busy_w")) d->busy_w = v;
+            else if (!strcmp(key, "follow_ms")) d->follow_s = v * 1e-3;
         }
         ndev++;
     }
@@ -106,33 +248,91 @@ static int enter(void *h, dev_t_ **out) {
     return NVML_SUCCESS;
 }
 
-static unsigned long long counter_mj(const dev_t_ *d) {
-    double t = stale(now_s(), d->update_s);
-    double e = energy_at(d, t);
-    if (d->reset_at_s >= 0 && t >= t_init + d->reset_at_s) e -= energy_at(d, t_init + d->reset_at_s);
+static unsigned long long counter_mj(dev_t_ *d) {
+    long long u = refresh_ns(now_ns(), d->update_s, d->counter_phase_s);
+    double e = energy_ns(d, u);
+    if (d->reset_at_s >= 0 && u * 1e-9 >= t_init + d->reset_at_s)
+        e -= energy_ns(d, llround((t_init + d->reset_at_s) * 1e9));
     return (unsigned long long)floor(e * 1000.0);
 }
 
-static unsigned int average_mw(const dev_t_ *d) {
-    double t = stale(now_s(), d->update_s);
-    double p = d->avg ? energy_at(d, t) - energy_at(d, t - 1.0) : power_at(d, t);
+static unsigned int average_mw(dev_t_ *d) {
+    long long u = refresh_ns(now_ns(), d->update_s, d->counter_phase_s);
+    double p = d->avg ? energy_ns(d, u) - energy_ns(d, u - 1000000000LL) : power_ns(d, u);
     return (unsigned int)lround(p * 1000.0);
 }
 
-static unsigned int instant_mw(const dev_t_ *d) {
-    return (unsigned int)lround(power_at(d, stale(now_s(), d->power_update_s)) * 1000.0);
+static unsigned int instant_mw(dev_t_ *d) {
+    long long u = refresh_ns(now_ns(), d->power_update_s, 0);
+    long long w = llround(d->power_window_s * 1e9);
+    double p = w > 0 ? (energy_ns(d, u) - energy_ns(d, u - w)) / (w * 1e-9) : power_ns(d, u);
+    return (unsigned int)lround(p * 1000.0);
+}
+
+/* --- calls for tests (not NVML) ------------------------------------------------------ */
+
+/* A power step on device dev at t_ns (<= 0: now): the level becomes w from then on.
+ * Returns the step's time in ns, or -1 (no such device; before the last breakpoint). */
+long long fake_nvml_set_power_w_at(int dev, double w, long long t_ns) {
+    if (dev < 0 || dev >= ndev) return -1;
+    if (t_ns <= 0) t_ns = now_ns();
+    return push_step(&devs[dev], t_ns, w - devs[dev].base_w) ? -1 : t_ns;
+}
+
+long long fake_nvml_set_power_w(int dev, double w) { return fake_nvml_set_power_w_at(dev, w, 0); }
+
+/* The exact energy (J) device dev used over [t0_ns, t1_ns]; NaN for no such device. */
+double fake_nvml_true_energy_j(int dev, long long t0_ns, long long t1_ns) {
+    if (dev < 0 || dev >= ndev) return NAN;
+    return energy_ns(&devs[dev], t1_ns) - energy_ns(&devs[dev], t0_ns);
+}
+
+/* The exact power (W) of device dev at t_ns; NaN for no such device. */
+double fake_nvml_true_power_w(int dev, long long t_ns) {
+    if (dev < 0 || dev >= ndev) return NAN;
+    return power_ns(&devs[dev], t_ns);
+}
+
+/* The time (ns) of the counter's last refresh at or before t_ns; -1 for no such device. */
+long long fake_nvml_counter_refresh_ns(int dev, long long t_ns) {
+    if (dev < 0 || dev >= ndev) return -1;
+    return refresh_ns(t_ns, devs[dev].update_s, devs[dev].counter_phase_s);
+}
+
+/* Copy up to n breakpoints of the step history (times in ns, step power in W);
+ * returns how many there are in all. */
+long fake_nvml_history(int dev, long long *t_ns, double *w, long n) {
+    if (dev < 0 || dev >= ndev) return -1;
+    pthread_mutex_lock(&lock);
+    dev_t_ *d = &devs[dev];
+    for (long i = 0; i < n && i < d->n_h; i++) { t_ns[i] = d->h_t[i]; w[i] = d->h_w[i]; }
+    long all = d->n_h;
+    pthread_mutex_unlock(&lock);
+    return all;
 }
 
 int nvmlInitWithFlags(unsigned int flags) {
     (void)flags;
-    if (refcount++ == 0) { parse(); t_init = now_s(); }
+    if (refcount++ == 0) {
+        parse();
+        t_init = now_s();
+        int any = 0;
+        for (int i = 0; i < ndev; i++) any |= devs[i].busy_w > 0;
+        if (any) {
+            follow_run = 1;
+            if (pthread_create(&follower, NULL, follow, NULL)) follow_run = 0;
+        }
+    }
     return NVML_SUCCESS;
 }
 int nvmlInit_v2(void) { return nvmlInitWithFlags(0); }
 int nvmlInit(void) { return nvmlInitWithFlags(0); }
 int nvmlShutdown(void) {
     if (refcount <= 0) return NVML_ERROR_UNINITIALIZED;
-    refcount--;
+    if (--refcount == 0 && follow_run) { /* the history stays for truth queries */
+        follow_run = 0;
+        pthread_join(follower, NULL);
+    }
     return NVML_SUCCESS;
 }
 

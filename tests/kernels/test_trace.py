@@ -170,3 +170,71 @@ def test_duplicated_samples_change_nothing(ts, data):
     q = [int(t[0]), int((t[0] + t[-1]) // 2), int(t[-1])]
     agree(T.power_cumulative_j(t, p, q), T.power_cumulative_j(t2, p2, q))
     agree(T.counter_cumulative_j(t, e, q), T.counter_cumulative_j(t2, e2, q))
+
+
+@pytest.mark.parametrize("fn", [T, R])
+def test_counter_interpolation_and_extrapolation_by_hand(fn):
+    t = np.arange(5, dtype=np.int64) * S
+    e = np.array([0.0, 10.0, 30.0, 30.0, 30.0])  # update points (1 s, 10 J), (2 s, 30 J)
+    q = [0, S // 2, S, 3 * S // 2, 2 * S, 7 * S // 2, 4 * S, 5 * S]
+    # before the first point: back along 20 J/s; between: linear; after the last: on
+    # along the last slope (20 J/s); outside the trace: NaN
+    want = [-10.0, 0.0, 10.0, 20.0, 30.0, 60.0, 70.0, np.nan]
+    agree(fn.counter_cumulative_j(t, e, q), np.array(want))
+    # one update point: a step there; none: constant
+    agree(fn.counter_cumulative_j(t, [0.0, 0.0, 5.0, 5.0, 5.0], [S, 3 * S // 2, 2 * S, 4 * S]),
+          np.array([0.0, 0.0, 5.0, 5.0]))
+    agree(fn.counter_cumulative_j(t, np.full(5, 7.0), [0, 4 * S]), np.array([7.0, 7.0]))
+
+
+@pytest.mark.parametrize("fn", [T, R])
+def test_counter_input_errors_name_the_sample(fn):
+    with pytest.raises(ValueError, match=r"energy_j\[0\] is NaN"):
+        fn.counter_cumulative_j([1, 2, 3], [np.nan, 1.0, 2.0], [2])
+    with pytest.raises(ValueError, match=r"energy_j\[2\] is NaN"):
+        fn.counter_cumulative_j([1, 2, 3], [0.0, 1.0, np.nan], [2])
+    with pytest.raises(ValueError, match=r"t_ns\[2\] < t_ns\[1\]"):
+        fn.counter_cumulative_j([1, 3, 2], [0.0, 1.0, 2.0], [2])
+    with pytest.raises(ValueError, match=r"t_ns\[2\] < t_ns\[1\]"):
+        fn.power_cumulative_j([1, 3, 2], [0.0, 1.0, 2.0], [2])
+    with pytest.raises(ValueError, match=r"power_w\[0\] is NaN"):
+        fn.power_cumulative_j([1, 2, 3], [np.nan, 1.0, 2.0], [2])
+    with pytest.raises(ValueError, match=r"energy_j\[1\] is NaN"):
+        fn.counter_refreshes([1, 2, 3], [0.0, np.nan, 2.0])
+    with pytest.raises(ValueError, match=r"energy_j\[0\] is NaN"):
+        fn.counter_refreshes([1, 2, 3], [np.nan, 1.0, 2.0])
+    with pytest.raises(ValueError, match=r"t_ns\[2\] < t_ns\[1\]"):
+        fn.counter_refreshes([1, 3, 2], [0.0, 1.0, 2.0])
+
+
+@pytest.mark.parametrize("fn", [T, R])
+def test_power_nan_at_the_end_and_an_empty_window(fn):
+    with pytest.raises(ValueError, match=r"power_w\[2\] is NaN"):
+        fn.power_cumulative_j([1, 2, 3], [1.0, 1.0, np.nan], [2])
+    t = np.array([0, S, 2 * S], np.int64)
+    e, gap, cov = fn.power_energy_j(t, [100.0, 100.0, 100.0], S, S)
+    assert e == 0.0 and np.isnan(gap) and cov == 0.0
+
+
+@pytest.mark.parametrize("fn", [T, R])
+def test_update_period_and_steady_window_edges_by_hand(fn):
+    t = np.arange(4, dtype=np.int64) * S
+    # two changes (at 1 s and 3 s): one interval of 2 s; one change: NaN
+    assert fn.update_period_s(t, [0.0, 1.0, 1.0, 2.0]) == 2.0
+    assert np.isnan(fn.update_period_s(t, [0.0, 1.0, 1.0, 1.0]))
+    # changes at 1, 2 and 3 s, then 4 and 7 s: intervals 1, 1, 1, 3 s -> median 1
+    t8 = np.arange(8, dtype=np.int64) * S
+    assert fn.update_period_s(t8, [0, 1, 2, 3, 4, 4, 4, 5]) == 1.0
+    # a band of width 0 holds exactly the median: all of a constant run
+    assert fn.steady_window(t, np.full(4, 10.0), 0.0) == (0, 4, 3.0)
+    # the median of [1, 3] is 2, which no sample equals: no run, no duration
+    assert fn.steady_window(t[:2], [1.0, 3.0], 0.0) == (0, 0, 0.0)
+    # the band's edges belong to it: median 10, +-10% is [9, 11]
+    t5 = np.arange(5, dtype=np.int64) * S
+    assert fn.steady_window(t5, [9.0, 10.0, 10.0, 11.0, 12.0], 0.1) == (0, 4, 3.0)
+
+
+@pytest.mark.parametrize("fn", [T, R])
+def test_empty_counter_window_is_zero(fn):
+    t = np.arange(4, dtype=np.int64) * S
+    assert fn.counter_energy_j(t, [0.0, 1.0, 2.0, 3.0], S, S) == 0.0

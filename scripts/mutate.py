@@ -1,0 +1,242 @@
+"""A small AST mutation tester: mutate figure-deriving code, run its tests, list survivors.
+
+Each mutant changes one node of one module (+ <-> -, * <-> /, // -> /, < <-> <=,
+> <-> >=, a number n -> n + 1, the first two positional arguments of a call swapped,
+``return x`` -> ``return None``) and is run by forking a parent that has already imported
+the third-party libraries: the child re-executes the mutated module source in the
+module's own namespace (so ``module.function`` lookups see the mutant) and runs the
+group's tests with pytest ``-x``. A failing run kills the mutant; a run past the timeout
+counts as killed (an endless loop is a detected change). Run with NUMBA_DISABLE_JIT=1 so
+a mutant in a kernel runs as plain Python at once.
+
+Usage: mutate.py --group "MODULE[:func,func] ...|TEST ..." [--group ...]
+       [--equivalent FILE] [--timeout-factor F] [--list]
+
+MODULE is a path from the repository root (kernels/x.py is bench.kernels.x). Survivors
+listed in the equivalent file (one id a line, then `  # why`) are reported apart and
+left out of the score.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import copy
+import importlib
+import os
+import signal
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+SWAP_BINOP = {ast.Add: ast.Sub, ast.Sub: ast.Add, ast.Mult: ast.Div, ast.Div: ast.Mult,
+              ast.FloorDiv: ast.Div}
+SWAP_CMP = {ast.Lt: ast.LtE, ast.LtE: ast.Lt, ast.Gt: ast.GtE, ast.GtE: ast.Gt}
+SYMBOL = {ast.Add: "+", ast.Sub: "-", ast.Mult: "*", ast.Div: "/", ast.FloorDiv: "//",
+          ast.Lt: "<", ast.LtE: "<=", ast.Gt: ">", ast.GtE: ">="}
+
+
+@dataclass(frozen=True)
+class Mutant:
+    path: str
+    func: str
+    line: int
+    col: int
+    what: str
+    index: int  # the n-th mutation point of the module, in walk order
+
+    @property
+    def ident(self) -> str:
+        return f"{self.path}::{self.func}:{self.line}:{self.col} {self.what}"
+
+
+def _points(tree: ast.AST):
+    """Yield (node, function name, description, apply) for every mutation point, in order.
+
+    ``apply(node)`` mutates the node in place. Docstrings, decorators, annotations,
+    f-strings and raise statements (error messages) are skipped.
+    """
+
+    def walk(node, func):
+        if isinstance(node, (ast.JoinedStr, ast.Raise)):
+            return
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            body = node.body
+            if body and isinstance(body[0], ast.Expr) and isinstance(
+                    getattr(body[0], "value", None), ast.Constant):
+                body = body[1:]  # the docstring
+            for child in body:
+                yield from walk(child, node.name)
+            return
+        if isinstance(node, ast.BinOp) and type(node.op) in SWAP_BINOP:
+            new = SWAP_BINOP[type(node.op)]
+            yield (node, func, f"{SYMBOL[type(node.op)]} -> {SYMBOL[new]}",
+                   lambda n, new=new: setattr(n, "op", new()))
+        if isinstance(node, ast.AugAssign) and type(node.op) in SWAP_BINOP:
+            new = SWAP_BINOP[type(node.op)]
+            yield (node, func, f"{SYMBOL[type(node.op)]}= -> {SYMBOL[new]}=",
+                   lambda n, new=new: setattr(n, "op", new()))
+        if isinstance(node, ast.Compare):
+            for i, op in enumerate(node.ops):
+                if type(op) in SWAP_CMP:
+                    new = SWAP_CMP[type(op)]
+
+                    def apply(n, i=i, new=new):
+                        n.ops[i] = new()
+                    which = f" (comparison {i + 1})" if len(node.ops) > 1 else ""
+                    yield node, func, f"{SYMBOL[type(op)]} -> {SYMBOL[new]}{which}", apply
+        if (isinstance(node, ast.Constant) and type(node.value) in (int, float)):
+            yield (node, func, f"{node.value!r} -> {node.value + 1!r}",
+                   lambda n: setattr(n, "value", n.value + 1))
+        if isinstance(node, ast.Call) and len(node.args) >= 2 and not any(
+                isinstance(a, ast.Starred) for a in node.args[:2]):
+            def swap(n):
+                n.args[0], n.args[1] = n.args[1], n.args[0]
+            yield node, func, f"swap args of {ast.unparse(node.func)}()", swap
+        if isinstance(node, ast.Return) and node.value is not None and not (
+                isinstance(node.value, ast.Constant) and node.value.value is None):
+            yield node, func, "return -> return None", lambda n: setattr(n, "value", None)
+        for name, value in ast.iter_fields(node):
+            if name in ("decorator_list", "annotation", "returns"):
+                continue
+            for child in value if isinstance(value, list) else [value]:
+                if isinstance(child, ast.AST):
+                    yield from walk(child, func)
+
+    yield from walk(tree, "<module>")
+
+
+def mutants_of(path: str, funcs: set[str] | None) -> list[Mutant]:
+    tree = ast.parse((ROOT / path).read_text())
+    out = []
+    for i, (node, func, what, _) in enumerate(_points(tree)):
+        if funcs is None or func in funcs:
+            out.append(Mutant(path, func, node.lineno, node.col_offset, what, i))
+    return out
+
+
+def mutated_source(path: str, index: int) -> str:
+    tree = ast.parse((ROOT / path).read_text())
+    for i, (node, _, _, apply) in enumerate(_points(tree)):
+        if i == index:
+            apply(node)
+            break
+    return ast.unparse(ast.fix_missing_locations(copy.deepcopy(tree)))
+
+
+def module_name(path: str) -> str:
+    p = Path(path).with_suffix("")
+    parts = list(p.parts)
+    if parts[0] == "kernels":
+        parts = ["bench", "kernels"] + parts[1:]
+    return ".".join(parts)
+
+
+def _child(path: str, source: str | None, tests: list[str]) -> None:
+    """In a forked child: install the mutant (if any), run the tests, exit with their code."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, 1)
+        os.dup2(devnull, 2)
+        import pytest
+        from hypothesis import settings
+
+        settings.register_profile("mutation", database=None, derandomize=True)
+        settings.load_profile("mutation")
+        if source is not None:
+            mod = importlib.import_module(module_name(path))
+            exec(compile(source, str(ROOT / path), "exec"), mod.__dict__)
+        rc = pytest.main(["-x", "-q", "-p", "no:cacheprovider", "-p", "no:randomly",
+                          *tests])
+        os._exit(int(rc))
+    except BaseException:
+        os._exit(99)
+
+
+def run(path: str, source: str | None, tests: list[str], timeout_s: float) -> str:
+    """'survived', 'killed' or 'timeout' (killed by the clock)."""
+    pid = os.fork()
+    if pid == 0:
+        _child(path, source, tests)
+    end = time.monotonic() + timeout_s
+    while True:
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            return "survived" if os.waitstatus_to_exitcode(status) == 0 else "killed"
+        if time.monotonic() > end:
+            os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
+            return "timeout"
+        time.sleep(0.01)
+
+
+def read_equivalent(path: Path | None) -> dict[str, str]:
+    out = {}
+    if path and path.exists():
+        for line in path.read_text().splitlines():
+            if line.strip() and not line.startswith("#"):
+                ident, _, why = line.partition("  # ")
+                out[ident.strip()] = why.strip()
+    return out
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--group", action="append", required=True,
+                    help='"MODULE[:func,...] ...|TEST ..."')
+    ap.add_argument("--equivalent", type=Path)
+    ap.add_argument("--timeout-factor", type=float, default=4.0)
+    ap.add_argument("--list", action="store_true", help="list the mutants and stop")
+    args = ap.parse_args(argv)
+    os.chdir(ROOT)
+    sys.path.insert(0, str(ROOT))
+    for lib in ("numpy", "numba", "pytest", "hypothesis", "pandas"):
+        importlib.import_module(lib)  # once, in the parent: children start warm
+    equivalent = read_equivalent(args.equivalent)
+    total = killed = 0
+    survivors, equiv_seen = [], []
+    t_start = time.monotonic()
+    for group in args.group:
+        mods, _, tests = group.partition("|")
+        tests = tests.split()
+        t0 = time.monotonic()
+        if run("", None, tests, 600) != "survived":
+            print(f"the unmutated tests fail: {' '.join(tests)}", file=sys.stderr)
+            return 2
+        timeout_s = max(10.0, args.timeout_factor * (time.monotonic() - t0))
+        for spec in mods.split():
+            path, _, funcs = spec.partition(":")
+            ms = mutants_of(path, set(funcs.split(",")) if funcs else None)
+            print(f"{path}{':' + funcs if funcs else ''}: {len(ms)} mutants, tests "
+                  f"{' '.join(tests)} (timeout {timeout_s:.0f} s)", flush=True)
+            for m in ms:
+                if args.list:
+                    print("  ", m.ident)
+                    continue
+                outcome = run(path, mutated_source(path, m.index), tests, timeout_s)
+                if outcome == "survived" and m.ident in equivalent:
+                    equiv_seen.append(m)
+                    continue
+                total += 1
+                if outcome == "survived":
+                    survivors.append(m)
+                    print(f"  SURVIVED {m.ident}", flush=True)
+                else:
+                    killed += 1
+    if args.list:
+        return 0
+    score = 100.0 * killed / total if total else 100.0
+    print(f"\nmutation score {score:.1f}%: {killed} killed of {total} "
+          f"({len(equiv_seen)} equivalent left out) in {time.monotonic() - t_start:.0f} s")
+    for m in survivors:
+        print(f"survived: {m.ident}")
+    for m in equiv_seen:
+        print(f"equivalent: {m.ident}  # {equivalent[m.ident]}")
+    return 0 if not survivors else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

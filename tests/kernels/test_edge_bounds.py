@@ -1,0 +1,249 @@
+"""Counter edges on power steps: refresh times, the bounded estimate, its twin, properties."""
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from bench.kernels import reference as R
+from bench.kernels import trace as T
+
+MS = 1_000_000  # ns per ms
+S = 1_000_000_000
+
+
+def history_energy(bt, bw, x):
+    """Exact cumulative energy (J) at times x of power bw[i] from bt[i] (0 before bt[0])."""
+    x = np.asarray(x, np.int64)
+    c = np.concatenate(([0.0], np.cumsum(np.diff(bt) * 1e-9 * bw[:-1])))
+    i = np.searchsorted(bt, x, side="right") - 1
+    inside = i >= 0
+    out = np.zeros(x.shape)
+    out[inside] = c[i[inside]] + bw[i[inside]] * (x[inside] - bt[i[inside]]) * 1e-9
+    return out
+
+
+def history_power(bt, bw, x):
+    i = np.searchsorted(bt, np.asarray(x, np.int64), side="right") - 1
+    return np.where(i >= 0, bw[np.maximum(i, 0)], 0.0)
+
+
+def simulate(rng, bt, bw, end_ns, counter_ns, phase_ns, sample_ns, drop, lat_max_ns,
+             power_ns):
+    """A sampled trace of a stand-in: (t, energy_j, latency_ns, power_w).
+
+    The counter refreshes at phase + k counter_ns to the exact integral floored to mJ; a
+    read happens somewhere inside its call (t +- latency/2); the power reading is the
+    power at the last refresh of a power_ns grid; a fraction ``drop`` of ticks is lost.
+    """
+    t = np.arange(sample_ns, end_ns, sample_ns, dtype=np.int64)
+    t = t[rng.random(t.size) >= drop]
+    lat = rng.integers(0, lat_max_ns + 1, t.size)
+    read = t + ((rng.random(t.size) - 0.5) * lat).astype(np.int64)
+    u = (read - phase_ns) // counter_ns * counter_ns + phase_ns
+    e = np.floor(history_energy(bt, bw, u) * 1000) / 1000
+    p = history_power(bt, bw, read // power_ns * power_ns)
+    return t, e, lat, p
+
+
+def agree(a, b):
+    np.testing.assert_allclose(a, b, rtol=1e-9, atol=1e-6, equal_nan=True)
+
+
+# --- known answers by hand ---------------------------------------------------------
+
+# Samples every 50 ms; the counter refreshes every 100 ms and each refresh is read by the
+# sample at that instant; power 100 W until 250 ms, then 600 W. E(100..500 ms) by hand:
+# 10, 20, 20 + 0.05 x 100 + 0.05 x 600 = 55, 115, 175 J.
+HAND_T = np.arange(0, 550, 50, dtype=np.int64) * MS
+HAND_E = np.array([0, 0, 10, 10, 20, 20, 55, 55, 115, 115, 175], dtype=np.float64)
+
+
+@pytest.mark.parametrize("f", [T, R])
+def test_refreshes_and_times_by_hand(f):
+    lo, hi, v = f.counter_refreshes(HAND_T, HAND_E)
+    assert list(lo) == [50 * MS, 150 * MS, 250 * MS, 350 * MS, 450 * MS]
+    assert list(hi) == [100 * MS, 200 * MS, 300 * MS, 400 * MS, 500 * MS]
+    assert list(v) == [10, 20, 55, 115, 175]
+    u, period = f.refresh_times_ns(lo, hi)
+    assert list(u) == list(hi) and period == pytest.approx(0.1)
+
+
+@pytest.mark.parametrize("f", [T, R])
+def test_bound_on_a_step_by_hand(f):
+    est, lo, hi, period = f.counter_cumulative_bounds_j(
+        HAND_T, HAND_E, [250 * MS, 450 * MS], resolution_j=0.0)
+    # x = 250 ms: interpolation 20 + 35 x 0.5 = 37.5, true 25 (f(1-f) T step = 12.5 high).
+    # Power range from the counter's interval means: 100, 350, 600 W.
+    # refresh at 200 ms (lo 150): [20 + 100 x 0.05, 20 + 600 x 0.1] = [25, 80]
+    # refresh at 300 ms (lo 250): [55 - 600 x 0.05, 55 - 100 x 0] = [25, 55]
+    assert est[0] == pytest.approx(37.5) and (lo[0], hi[0]) == pytest.approx((25.0, 55.0))
+    # x = 450 ms, power range 600 W: [115 + 30, 115 + 60] and [175 - 30, 175 - 0]
+    assert est[1] == pytest.approx(145.0) and (lo[1], hi[1]) == pytest.approx((145.0, 175.0))
+    e, wlo, whi, _ = f.counter_window_bounds_j(HAND_T, HAND_E, 250 * MS, 450 * MS,
+                                                resolution_j=0.0)
+    # true window: 0.2 s at 600 W = 120 J; the interval [145 - 55, 175 - 25]
+    assert e == pytest.approx(107.5) and (wlo, whi) == pytest.approx((90.0, 150.0))
+
+
+@pytest.mark.parametrize("f", [T, R])
+def test_power_readings_widen_the_range_and_resolution_adds_to_the_top(f):
+    # a 1000 W reading inside the span widens P_max; 1 mJ of resolution lifts the top
+    pt = np.array([260 * MS], np.int64)
+    est, lo, hi, _ = f.counter_cumulative_bounds_j(HAND_T, HAND_E, [250 * MS], pt, [1000.0])
+    # before: [20 + 100 x 0.05, 20.001 + 1000 x 0.1]; after: [55 - 1000 x 0.05, 55.001]
+    assert (lo[0], hi[0]) == pytest.approx((25.0, 55.001))
+    est, lo, hi, _ = f.counter_cumulative_bounds_j(HAND_T, HAND_E, [250 * MS], pt, [50.0])
+    # P_min 50: before [20 + 50 x 0.05, ...] = 22.5; after [55 - 600 x 0.05, ...] = 25
+    assert (lo[0], hi[0]) == pytest.approx((25.0, 55.001))
+    est, lo, hi, _ = f.counter_cumulative_bounds_j(HAND_T, HAND_E, [350 * MS], pt, [50.0])
+    # at 350 ms: refresh 300 (lo 250) before: [55 + 50 x .05, 55.001 + 600 x .1] = [57.5,
+    # 115.001]; refresh 400 (lo 350) after: [115 - 600 x 0.05, 115.001 - 50 x 0] = [85, ...]
+    assert (lo[0], hi[0]) == pytest.approx((85.0, 115.001))
+
+
+@pytest.mark.parametrize("f", [T, R])
+def test_late_reads_are_placed_back_on_the_grid(f):
+    # refreshes every 100 ms seen 0, 3, 0, 3, 0 ms late; the least-squares period is
+    # exactly 100 ms (y = 0, 103, 200, 303, 400 over n = 0..4: sxy 1000, sxx 10) and each
+    # refresh goes to the earliest time its neighbours allow: 100, 200, ..., 500 ms
+    hi = np.array([100, 203, 300, 403, 500], np.int64) * MS
+    lo = np.array([95, 195, 299, 395, 499], np.int64) * MS
+    u, period = f.refresh_times_ns(lo, hi)
+    assert list(u) == [100 * MS, 200 * MS, 300 * MS, 400 * MS, 500 * MS]
+    assert period == pytest.approx(0.1)
+    # grid times the trace contradicts are skipped: with a read at 201 ms still showing
+    # the old value, the 200 ms that refreshes 0, 2 and 4 imply is out; the earliest
+    # left is 203 ms (its own read, and 403 ms less two periods)
+    lo2 = lo.copy()
+    lo2[1] = 201 * MS
+    u2, _ = f.refresh_times_ns(lo2, hi)
+    assert u2[1] == 203 * MS and u2[3] == 400 * MS
+    # a missed refresh (a 200 ms gap) counts two grid steps: n = 0, 1, 3, 4 with delays
+    # 0, 2, 2, 0 ms (sum of (n - 2) x delay is 0, so the period is exactly 100 ms)
+    u3, period3 = f.refresh_times_ns(np.array([95, 195, 395, 495]) * MS,
+                                     np.array([100, 202, 402, 500]) * MS)
+    assert list(u3) == [100 * MS, 200 * MS, 400 * MS, 500 * MS]
+    assert period3 == pytest.approx(0.1)
+
+
+@pytest.mark.parametrize("f", [T, R])
+def test_latency_widens_refresh_intervals(f):
+    t = np.array([0, 10, 20, 30], np.int64) * MS
+    e = np.array([0.0, 0.0, 5.0, 9.0])
+    lat = np.array([0, 3, 4, 7], np.int64)  # ns; the read is within half of it
+    lo, hi, v = f.counter_refreshes(t, e, lat)
+    assert list(lo) == [10 * MS - 2, 20 * MS - 2] and list(hi) == [20 * MS + 2, 30 * MS + 4]
+    assert list(v) == [5.0, 9.0]
+
+
+@pytest.mark.parametrize("f", [T, R])
+def test_too_few_refreshes_give_nan(f):
+    u, period = f.refresh_times_ns(np.array([1, 5]), np.array([2, 6]))
+    assert list(u) == [2, 6] and np.isnan(period)
+    est, lo, hi, _ = f.counter_cumulative_bounds_j([0, S, 2 * S], [0.0, 0.0, 1.0], [S])
+    assert np.isnan(est[0]) and np.isnan(lo[0]) and np.isnan(hi[0])
+    e = f.counter_window_bounds_j(HAND_T, HAND_E, 20 * MS, 450 * MS)
+    assert np.isnan(e[0]) and np.isnan(e[1])  # no refresh before 20 ms
+    with pytest.raises(ValueError, match="before"):
+        f.counter_window_bounds_j(HAND_T, HAND_E, 2, 1)
+    with pytest.raises(ValueError, match="latency"):
+        f.counter_refreshes([1, 2], [1.0, 2.0], [1])
+
+
+# --- the bias of today's interpolation and the bound, on simulated steps ------------
+
+
+def step_windows(seed, n, window_s=2.0, idle_w=100.0, busy_w=600.0):
+    """Windows whose power steps up just after t0 and down just before t1 (1 kHz samples,
+    100 ms counter at a random phase, 100 ms power refresh)."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    for _ in range(n):
+        t0 = S + int(rng.integers(0, 100 * MS))
+        t1 = t0 + int(window_s * S)
+        bt = np.array([0, t0 + int(rng.integers(0, MS)), t1 - int(rng.integers(0, MS))])
+        bw = np.array([idle_w, busy_w, idle_w])
+        t, e, lat, p = simulate(rng, bt, bw, t1 + S // 2, 100 * MS,
+                                int(rng.integers(0, 100 * MS)), MS, 0.0, 20_000, 100 * MS)
+        true = float(np.diff(history_energy(bt, bw, [t0, t1]))[0])
+        rows.append((T.counter_energy_j(t, e, t0, t1) - true,
+                     *T.counter_window_bounds_j(t, e, t0, t1, t, p, lat), true))
+    return rows
+
+
+def test_steps_at_both_edges_bias_today_low_by_a_third_of_period_times_step():
+    rows = step_windows(0, 200)
+    err = np.array([r[0] for r in rows])
+    # by hand: each edge is off by f(1-f) T step, f uniform: mean T step / 6 per edge,
+    # both low: 0.1 s x 500 W / 3 = 16.7 J, of 2 s x 600 W = 1200 J (-1.4%)
+    assert err.mean() == pytest.approx(-0.1 * 500 / 3, rel=0.1)
+    assert np.all(err <= 0.01) and np.all(err >= -0.1 * 500 / 2 - 0.1)
+    for _, _est, lo, hi, _, true in rows:
+        assert lo <= true <= hi
+        assert hi - lo <= 2 * (0.1 * 500 / 4) * 2 + 1  # each edge within T step / 4 a side
+
+
+# --- twins and properties ----------------------------------------------------------
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_twins_agree_on_simulated_traces(seed):
+    rng = np.random.default_rng(seed)
+    k = int(rng.integers(2, 8))
+    bt = np.sort(rng.integers(0, 3 * S, k))
+    bw = rng.uniform(0, 900, k)
+    t, e, lat, p = simulate(rng, bt, bw, 3 * S, int(rng.integers(10, 150)) * MS,
+                            int(rng.integers(0, 10 * MS)), int(rng.integers(1, 4)) * MS,
+                            float(rng.uniform(0, 0.3)), 50_000, 50 * MS)
+    for a, b in zip(T.counter_refreshes(t, e, lat), R.counter_refreshes(t, e, lat),
+                    strict=True):
+        agree(a, b)
+    lo, hi, _ = T.counter_refreshes(t, e, lat)
+    ua, pa = T.refresh_times_ns(lo, hi)
+    ub, pb = R.refresh_times_ns(lo, hi)
+    assert np.max(np.abs(ua - ub)) <= 1 and pa == pytest.approx(pb, rel=1e-9)
+    q = np.sort(rng.integers(0, 3 * S, 40))
+    for a, b in zip(T.counter_cumulative_bounds_j(t, e, q, t, p, lat),
+                    R.counter_cumulative_bounds_j(t, e, q, t, p, lat), strict=True):
+        agree(a, b)
+
+
+@settings(max_examples=80, deadline=None)
+@given(seed=st.integers(0, 2**32 - 1), counter_ms=st.integers(10, 200),
+       sample_us=st.integers(500, 5000), drop=st.floats(0, 0.3),
+       power_ms=st.integers(1, 100), levels=st.integers(1, 8))
+def test_bound_holds_for_random_piecewise_constant_power(seed, counter_ms, sample_us, drop,
+                                                          power_ms, levels):
+    # Premise of the bound: the power readings see every level. Each level lasts at
+    # least two power periods plus the largest sampler gap here, so one reading shows it.
+    rng = np.random.default_rng(seed)
+    power_ns = power_ms * MS
+    min_len = 2 * power_ns + 20 * sample_us * 1000
+    lens = min_len + rng.integers(0, S, levels)
+    bt = np.concatenate(([0], np.cumsum(lens)[:-1])).astype(np.int64)
+    bw = rng.uniform(0, 1000, levels)
+    end = int(bt[-1] + lens[-1]) + S  # the last level lasts; at least 1 s of trace
+    t, e, lat, p = simulate(rng, bt, bw, end, counter_ms * MS,
+                            int(rng.integers(0, counter_ms * MS)), sample_us * 1000, drop,
+                            30_000, power_ns)
+    big = np.diff(t) > 20 * sample_us * 1000  # a gap longer than a level breaks the premise
+    if t.size < 10 or big.any():
+        return
+    q = np.sort(rng.integers(t[0], t[-1], 30))
+    est, lo, hi, _ = T.counter_cumulative_bounds_j(t, e, q, t, p, lat)
+    true = history_energy(bt, bw, q)
+    ok = ~np.isnan(lo)
+    assert ok.sum() >= 10  # most queries lie between two refreshes (not near the ends)
+    assert np.all(lo[ok] <= true[ok] + 1e-9) and np.all(true[ok] <= hi[ok] + 1e-9)
+
+
+@pytest.mark.parametrize("f", [T, R])
+def test_empty_and_single_sample_traces(f):
+    for t, e in (([], []), ([S], [3.0])):
+        lo, hi, v = f.counter_refreshes(np.array(t, np.int64), np.array(e))
+        assert lo.size == hi.size == v.size == 0
+        est, low, high, period = f.counter_cumulative_bounds_j(
+            np.array(t, np.int64), np.array(e), [S])
+        assert np.isnan(est[0]) and np.isnan(low[0]) and np.isnan(high[0])
+        assert np.isnan(period)
