@@ -18,7 +18,7 @@ def _fmt(x, digits: int = 3) -> str:
 _CELL_COLUMNS: tuple[tuple[str, JustifyMethod], ...] = (
     ("model", "left"), ("device", "left"), ("batch", "right"), ("in/out", "right"),
     ("status", "left"), ("out tok/s", "right"), ("energy J", "right"), ("out tok/J", "right"),
-    ("95% CI", "right"), ("power W", "right"), ("method", "left"), ("scope", "left"))
+    ("interval (coverage)", "right"), ("power W", "right"), ("method", "left"), ("scope", "left"))
 
 
 def cells_table(cells: list[dict], title: str | None = None) -> Table:
@@ -29,7 +29,8 @@ def cells_table(cells: list[dict], title: str | None = None) -> Table:
     for c in cells:
         f = c.get("figures") or {}
         u = c.get("uncertainty") or {}
-        ci = u.get("output_tokens_per_j_ci95")
+        ci = u.get("output_tokens_per_j_ci")
+        level = u.get("ci_level")
         method = c.get("energy_method") or "-"
         if method == "estimate":
             method = "[yellow]estimate[/yellow]"
@@ -37,7 +38,7 @@ def cells_table(cells: list[dict], title: str | None = None) -> Table:
             c["model"], c["device"], str(c["batch_size"]), f"{c['input_len']}/{c['output_len']}",
             c["status"], _fmt(f.get("output_tokens_per_s")), _fmt(f.get("energy_j")),
             _fmt(f.get("output_tokens_per_j")),
-            f"{_fmt(ci[0])}-{_fmt(ci[1])}" if ci else "-",
+            f"{_fmt(ci[0])}-{_fmt(ci[1])} ({level:.0%})" if ci and level else "-",
             _fmt(f.get("mean_power_w")), method, c.get("scope") or "-",
         )
     return t

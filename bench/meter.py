@@ -19,6 +19,8 @@ from typing import Any, Protocol
 
 from bench.errors import SensorError
 
+LOOKBACK_NS = 2_000_000_000  # samples this long before a window serve its edges
+
 
 class EnergySource(Protocol):
     """A cumulative energy reading in J (any origin; only differences are used)."""
@@ -217,8 +219,12 @@ class Meter:
             while self.sampler.running and time.monotonic() < end and \
                     not self.sampler.wait_past(target, timeout_s=0.001):
                 busy()
-        # chunks ending over 2 s before the window hold nothing it needs
-        traces = {tr.index: tr for tr in self.sampler.traces(since_ns=t0 - 2_000_000_000)}
+        # The samples from LOOKBACK_NS before the window to the settle time after it, and
+        # no others: the kernels fit the counter's refresh grid to what they are given,
+        # and a validator recomputes from the same samples (their range is recorded).
+        first, last = t0 - LOOKBACK_NS, target
+        traces = {tr.index: tr.between(first, last)
+                  for tr in self.sampler.traces(since_ns=first)}
         out = []
         for s, r in zip(self.sources, readings, strict=True):
             tr = traces.get(getattr(s, "index", None))

@@ -61,6 +61,12 @@ class Trace:
         ok = self.power_status == 0
         return self.t_ns[ok], self.power_w[ok]
 
+    def between(self, first_ns: int, last_ns: int) -> Trace:
+        """The samples taken in [first_ns, last_ns]."""
+        m = (self.t_ns >= first_ns) & (self.t_ns <= last_ns)
+        return Trace(self.index, self.t_ns[m], self.energy_j[m], self.power_w[m],
+                     self.latency_ns[m], self.energy_status[m], self.power_status[m])
+
     def after(self, t_ns: int) -> Trace:
         """The samples taken after ``t_ns``."""
         m = self.t_ns > t_ns
@@ -270,9 +276,14 @@ def window_stats(tr: Trace, t0: int, t1: int) -> dict:
 def sampled_energy(tr: Trace, t0: int, t1: int, edge):
     """A GPU's window energy from its trace, falling back to the edge reading ``edge``.
 
-    Counter first (interpolated at the edges between update times); then integrated
-    power where the GPU has no counter and the samples cover the window; else the edge
-    reading, or None with the reason.
+    Counter first: its refreshes placed on their fitted regular grid (a sampler that
+    falls behind under contention sees each refresh late) and interpolated at the edges,
+    with an interval that holds the true energy (``kernels.trace.counter_window_bounds_j``:
+    ``energy_low_j``, ``energy_high_j``, ``edge_bound_j``), from the samples in
+    ``tr`` (its first and last times are recorded, so a validator uses the same ones);
+    where fewer refreshes allow no fit, interpolated between the seen update times. Then
+    integrated power where the GPU has no counter and the samples cover the window; else
+    the edge reading, or None with the reason.
     """
     from dataclasses import replace
 
@@ -281,6 +292,16 @@ def sampled_energy(tr: Trace, t0: int, t1: int, edge):
     stats = window_stats(tr, t0, t1)
     te, ee = tr.energy_valid()
     if te.size >= 2 and te[0] <= t0 and te[-1] >= t1:
+        ok = tr.energy_status == 0
+        tp, pw = tr.power_valid()
+        e, low, high, period_s = K.counter_window_bounds_j(te, ee, t0, t1, tp, pw,
+                                                           tr.latency_ns[ok])
+        if e == e and low == low and high == high and e >= 0:  # not NaN
+            stats.update(counter_edges="fitted", counter_period_s=period_s,
+                         energy_low_j=low, energy_high_j=high,
+                         edge_bound_j=max(e - low, high - e),
+                         trace_from_ns=int(tr.t_ns[0]), trace_to_ns=int(tr.t_ns[-1]))
+            return replace(edge, energy_j=e, method="counter", reason=None, stats=stats)
         e = K.counter_energy_j(te, ee, t0, t1)
         if e == e and e >= 0:  # not NaN
             stats["counter_edges"] = "interpolated"

@@ -159,7 +159,7 @@ HOSTILE_SHAPES = [
     {"idle": 5, "cells": []},
     {"cells": [5]},
     {"cells": [{"figures": 5, "uncertainty": 5, "roofline": 5, "phases": 5}]},
-    {"cells": [{"uncertainty": {"output_tokens_per_j_ci95": [1]}}]},
+    {"cells": [{"uncertainty": {"output_tokens_per_j_ci": [1]}}]},
     {"cells": [{"figures": {"output_tokens_per_j": "x"}}]},
     {"cells": [{"phases": {"ttft_s": [1]}}]},
     {"cells": [{"model": {"a": 1}}]},

@@ -69,7 +69,9 @@ def test_cell_uncertainty_by_hand():
     assert unc["output_tokens_per_j_min"] == pytest.approx(0.08)
     assert unc["output_tokens_per_j_max"] == pytest.approx(0.125)
     # the bootstrap "95%" interval of 3 repeats is [min, max] (finding 2 of the issue)
-    assert unc["output_tokens_per_j_ci95"] == pytest.approx([0.08, 0.125])
+    # 3 repeats: the order-statistic interval is [min, max], coverage 1 - 2 x 1/8 = 0.75
+    assert unc["output_tokens_per_j_ci"] == pytest.approx([0.08, 0.125])
+    assert unc["ci_level"] == pytest.approx(0.75)
 
 
 def test_even_repeats_take_the_middle_pair():
@@ -88,7 +90,8 @@ def test_missing_or_idle_dominated_energy_is_none_never_zero():
               "mean_power_w", "energy_j", "incremental_output_tokens_per_j"):
         assert fig[k] is None, k
     assert fig["output_tokens_per_s"] == pytest.approx(18.0)  # (20 + 16)/2: no energy needed
-    assert unc["output_tokens_per_j_ci95"] is None and unc["output_tokens_per_j_min"] is None
+    assert unc["output_tokens_per_j_ci"] is None and unc["output_tokens_per_j_min"] is None
+    assert unc["ci_level"] is None
     # idle 250 W: 160 - 200 < 0 J of work: no incremental figure (not a negative one)
     fig, _ = cell_figures(REPEATS, "gpu", idle_power_w=250.0)
     assert fig["incremental_output_tokens_per_j"] is None
@@ -229,3 +232,66 @@ def test_timeline_with_two_samples_and_a_trace_ending_early():
     tl = phases_of(REPEATS, None, "gpu", BATCH, INPUT_LEN, OUTPUT_LEN,
                    trace=(t2, np.array([250.0, 250.0])))["timeline"]
     assert "cover" in tl["reason"]
+
+
+# -- the rest of results/figures.py, by hand -------------------------------------------
+
+from bench.results import figures as F  # noqa: E402
+
+
+def test_weakest_method_by_hand():
+    assert F.weakest_method(["counter", "power_integration", "counter"]) == "power_integration"
+    assert F.weakest_method(["counter", "estimate", "power_integration"]) == "estimate"
+    assert F.weakest_method(["counter", None]) == "counter"
+    assert F.weakest_method([None]) is None and F.weakest_method([]) is None
+
+
+def test_node_tokens_per_j_by_hand():
+    reps = [dict(r) for r in REPEATS]
+    for r, node_j in zip(reps, (400.0, 250.0, 80.0), strict=True):
+        r["energy"] = {**r["energy"], "node": {"energy_j": node_j, "method": "counter",
+                                               "reason": None}}
+    fig, _ = cell_figures(reps, "gpu")
+    # 16/400 = 0.04, 16/250 = 0.064, 8/80 = 0.1 -> median 0.064
+    assert fig["node_output_tokens_per_j"] == pytest.approx(0.064)
+    reps[1]["energy"]["node"] = {"energy_j": None, "method": None, "reason": "stalled"}
+    assert cell_figures(reps, "gpu")[0]["node_output_tokens_per_j"] is None
+    reps[1]["energy"]["node"] = {"energy_j": 0.0, "method": "counter", "reason": None}
+    assert cell_figures(reps, "gpu")[0]["node_output_tokens_per_j"] is None  # never /0
+    assert cell_figures(REPEATS, "gpu")[0]["node_output_tokens_per_j"] is None
+
+
+def test_edge_bound_rel_by_hand():
+    reps = [dict(r) for r in REPEATS]
+    for r, bound_j in zip(reps, (1.6, 1.0, 1.28), strict=True):
+        (rd,) = r["readings"]
+        r["readings"] = [{**rd, "stats": {**rd["stats"], "edge_bound_j": bound_j}}]
+    _, unc = cell_figures(reps, "gpu")
+    # 1.6/160 = 1%, 1/200 = 0.5%, 1.28/64 = 2% -> the largest, 2%
+    assert unc["edge_bound_rel_max"] == pytest.approx(0.02)
+    assert cell_figures(REPEATS, "gpu")[1]["edge_bound_rel_max"] is None  # no bound given
+
+
+def test_idle_power_and_run_summary_by_hand():
+    assert F.idle_power_w(30.0, 0.5) == pytest.approx(60.0)
+    assert F.idle_power_w(None, 0.5) is None and F.idle_power_w(3.0, 0.0) is None
+    cells = [{"status": "ok", "figures": {"output_tokens_per_j": 0.2}},
+             {"status": "ok", "figures": {"output_tokens_per_j": 0.5}},
+             {"status": "oom", "figures": None},
+             {"status": "ok", "figures": {"output_tokens_per_j": None}}]
+    assert F.run_summary(cells) == {"cells": 4, "ok": 3, "not_ok": 1,
+                                    "max_output_tokens_per_j": 0.5}
+    assert F.run_summary([])["max_output_tokens_per_j"] is None
+
+
+def test_small_and_zero_energies_at_the_boundaries():
+    # half a joule is energy like any other; zero is none (no division by it)
+    small = repeat(CALLS_C, 0.4, 0.5)
+    small["energy"]["node"] = {"energy_j": 0.5, "method": "counter", "reason": None}
+    small["readings"][0]["stats"]["edge_bound_j"] = 0.01
+    fig, unc = cell_figures([small], "gpu")
+    assert fig["node_output_tokens_per_j"] == pytest.approx(8 / 0.5)
+    assert unc["edge_bound_rel_max"] == pytest.approx(0.01 / 0.5)
+    zero = repeat(CALLS_C, 0.4, 0.0)
+    zero["readings"][0]["stats"]["edge_bound_j"] = 0.01
+    assert cell_figures([zero], "gpu")[1]["edge_bound_rel_max"] is None

@@ -49,7 +49,7 @@ def gpu_document(cpu_run: Path, out: Path, scales=(1.0, 0.8)) -> dict:
             u = c["uncertainty"]
             u["output_tokens_per_j_min"] *= scale
             u["output_tokens_per_j_max"] *= scale
-            u["output_tokens_per_j_ci95"] = [x * scale for x in u["output_tokens_per_j_ci95"]]
+            u["output_tokens_per_j_ci"] = [x * scale for x in u["output_tokens_per_j_ci"]]
             cells.append(c)
     doc["cells"] = cells
     doc["devices"] = [{"kind": "cuda", "index": i, "name": "NVIDIA H200", "uuid": f"GPU-{i}",
@@ -245,11 +245,12 @@ def test_two_gpu_report_shows_each_gpu_and_the_documents_figures(cpu_run, tmp_pa
         assert float(r["RMB per kWh at the meter (china-grid-reference)"][0]) == \
             pytest.approx(rmb, rel=1e-2)
         assert r["Energy method"][0] == "counter" and r["Scope"][0] == "gpu"
-    # methods: 2 repeats, so the "95%" interval is [min, max] with 50% coverage
+    # methods: 2 repeats, so the interval is [min, max] with 50% coverage, as stated
     text = re.sub(r"<[^>]+>", "", dom)
-    assert "with 2 repeats: the bootstrap interval of the median is labelled 95%" in text
+    assert "with 2 repeats: the interval of the median is labelled 50%; its ends are " \
+        "repeats and its real coverage is 50.0%" in text
     assert "[min, max] of the repeats and covers the true median only 50.0%" in text
-    assert "labelled 90%" in text  # the document's own ci_level
+    assert "labelled 90%" in text  # a document claiming more than its repeats give
     assert "Contention." in text and "gpu1/" in text
     # the cells table has units in its headers and one row per cell
     cells = tables_of(dom)["cells"]

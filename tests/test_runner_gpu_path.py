@@ -63,5 +63,13 @@ def test_gpu_cells_use_the_sampled_counter_and_idle_baseline(fake_nvml, fake_nvm
         assert "incremental_output_tokens_per_j" in f and cell["idle_power_w"] > 0
         for rep in cell["repeats"]:
             (gpu,) = [r for r in rep["readings"] if r["scope"] == "gpu"]
-            assert gpu["stats"]["counter_edges"] == "interpolated"
+            st = gpu["stats"]
+            assert st["counter_edges"] == "fitted"  # refreshes on their fitted 100 ms grid
+            assert st["counter_period_s"] == pytest.approx(0.1, rel=1e-3)
+            # constant power: the interval holds the truth, 250 W x the window
+            true_j = 250 * rep["duration_s"]
+            assert st["energy_low_j"] <= true_j * (1 + 1e-9) + 1e-3
+            assert st["energy_high_j"] >= true_j * (1 - 1e-9) - 1e-3
+            assert st["edge_bound_j"] == pytest.approx(
+                max(gpu["energy_j"] - st["energy_low_j"], st["energy_high_j"] - gpu["energy_j"]))
             assert gpu["stats"]["samples"] > 400

@@ -128,7 +128,7 @@ DOC_MUTATIONS = [
     ("summary count", lambda d: d["summary"].update(ok=99), "figures"),
     ("roofline fraction", lambda d: _cell(d)["roofline"].update(fraction=0.5), "figures"),
     ("interval changed", lambda d: _cell(d)["uncertainty"].update(
-        output_tokens_per_j_ci95=[0.0, 1e9]), "figures"),
+        output_tokens_per_j_ci=[0.0, 1e9]), "figures"),
     ("reading disagrees with trace", lambda d: [
         rd.update(energy_j=rd["energy_j"] * 1.01) for rd in _cell(d)["repeats"][0]["readings"]
         if rd["scope"] == "gpu"], "trace"),

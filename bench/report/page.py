@@ -334,7 +334,7 @@ def methods(docs: list[dict]) -> str:
     groups: dict = {}
     for d, c in ok:
         u = c.get("uncertainty") or {}
-        ci = u.get("output_tokens_per_j_ci95")
+        ci = u.get("output_tokens_per_j_ci")
         if not ci:
             continue
         n = u.get("repeats")
@@ -344,7 +344,7 @@ def methods(docs: list[dict]) -> str:
     if groups:
         lines = []
         for (n, level, cov), count in sorted(groups.items(), key=lambda kv: str(kv[0])):
-            s = (f"{count} cell(s) with {n} repeats: the bootstrap interval of the median is "
+            s = (f"{count} cell(s) with {n} repeats: the interval of the median is "
                  f"labelled {level:.0%}")
             if cov is not None and n and cov < level - 1e-9:
                 ends = "[min, max] of the repeats" if math.isclose(
@@ -431,10 +431,10 @@ CELL_COLUMNS = (
     ("Status", lambda r: r.get("status"), None),
     ("Energy (method, scope)", lambda r: f"{r.get('energy_method')}, {r.get('scope')}", None),
     ("Output tokens/J", None, lambda r: _v(r, "output_tokens_per_j")),
-    ("Interval (tokens/J)", lambda r: f"{fmt(_v(r, 'output_tokens_per_j_ci95_low'))} – "
-     f"{fmt(_v(r, 'output_tokens_per_j_ci95_high'))}"
-     if _v(r, "output_tokens_per_j_ci95_low") is not None else "—",
-     lambda r: _v(r, "output_tokens_per_j_ci95_low")),
+    ("Interval (tokens/J)", lambda r: f"{fmt(_v(r, 'output_tokens_per_j_ci_low'))} – "
+     f"{fmt(_v(r, 'output_tokens_per_j_ci_high'))}"
+     if _v(r, "output_tokens_per_j_ci_low") is not None else "—",
+     lambda r: _v(r, "output_tokens_per_j_ci_low")),
     ("Output tokens/s", None, lambda r: _v(r, "output_tokens_per_s")),
     ("Mean power (W)", None, lambda r: _v(r, "mean_power_w")),
     ("Energy per output token (mJ)", None, lambda r: _v(r, "j_per_output_token", 1e3)),

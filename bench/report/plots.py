@@ -167,8 +167,8 @@ def plot_tokens_per_j(df, out: Path) -> Plot:
     plt = _plt()
     ours = _ours(df)
     fig, ax = plt.subplots(figsize=SIZE_IN, dpi=DPI)
-    names = draw_gpu_lines(ax, ours, "output_tokens_per_j", "output_tokens_per_j_ci95_low",
-                           "output_tokens_per_j_ci95_high")
+    names = draw_gpu_lines(ax, ours, "output_tokens_per_j", "output_tokens_per_j_ci_low",
+                           "output_tokens_per_j_ci_high")
     pub = _published(df, ours["model"].unique())
     for (dev, model, src), g in pub.groupby(["device_name", "model", "source"]):
         name = f"reference: {dev} {model} ({src.removeprefix('external:')}, published)"

@@ -28,8 +28,9 @@ COLUMNS: tuple[tuple[str, str], ...] = (
     ("j_per_output_token", "joules per output token"),
     ("output_tokens_per_s", "output tokens per second"),
     ("mean_power_w", "mean power over the windows, W"),
-    ("output_tokens_per_j_ci95_low", "bootstrap 95% interval of the median, low"),
-    ("output_tokens_per_j_ci95_high", "bootstrap 95% interval of the median, high"),
+    ("output_tokens_per_j_ci_low", "interval of the median (order statistics), low"),
+    ("output_tokens_per_j_ci_high", "interval of the median (order statistics), high"),
+    ("ci_level", "the interval's exact coverage (3 repeats: 0.75; 6 or more: >= 0.95)"),
     ("repeats", "measured windows"),
     ("energy_j", "energy over all windows, J"),
     ("duration_s", "time over all windows, s"),
@@ -53,7 +54,8 @@ NUMERIC_COLUMNS = tuple(c for c in COLUMN_NAMES if c not in (*TEXT_COLUMNS, "con
 
 # Columns added after version 1, by the version that added them: a table file of an
 # older version is read with them null.
-ADDED = {"node_tokens_per_j": 2}
+ADDED = {"node_tokens_per_j": 2, "output_tokens_per_j_ci_low": 2,
+         "output_tokens_per_j_ci_high": 2, "ci_level": 2}
 
 
 def missing_columns(names: object) -> list[str]:

@@ -59,8 +59,8 @@ def json_schema() -> dict:
                        "figures": _obj(FIGURES) | {"type": ["object", "null"]}})
     prov = _obj(PROVENANCE, {"harness": _obj(HARNESS)})
     top = _obj(TOP, {"schema": {"const": "joulebench/result"},
-                     "schema_version": {"const": 2},
+                     "schema_version": {"const": 3},
                      "status": {"enum": list(STATUSES)},
                      "cells": {"items": cell}, "provenance": prov})
     return {"$schema": "https://json-schema.org/draft/2020-12/schema",
-            "$id": "joulebench/result/2", "title": "joulebench result document", **top}
+            "$id": "joulebench/result/3", "title": "joulebench result document", **top}

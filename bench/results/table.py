@@ -63,7 +63,7 @@ def rows_from_document(doc: dict, origin: str = "") -> list[dict]:
             raise BenchError(f"{origin}: a cell is not an object")
         f = _obj(c.get("figures"))
         u = _obj(c.get("uncertainty"))
-        ci = u.get("output_tokens_per_j_ci95")
+        ci = u.get("output_tokens_per_j_ci")
         ci = ci if isinstance(ci, list) and len(ci) == 2 else [None, None]
         ph = _obj(c.get("phases"))
         sub = _obj(ph.get("subtraction"))
@@ -80,7 +80,8 @@ def rows_from_document(doc: dict, origin: str = "") -> list[dict]:
             j_per_output_token=f.get("j_per_output_token"),
             output_tokens_per_s=f.get("output_tokens_per_s"),
             mean_power_w=f.get("mean_power_w"),
-            output_tokens_per_j_ci95_low=ci[0], output_tokens_per_j_ci95_high=ci[1],
+            output_tokens_per_j_ci_low=ci[0], output_tokens_per_j_ci_high=ci[1],
+            ci_level=u.get("ci_level"),
             repeats=u.get("repeats"), energy_j=f.get("energy_j"),
             duration_s=f.get("duration_s"),
             idle_power_w=c.get("idle_power_w", idle.get(c.get("device"))),

@@ -297,7 +297,7 @@ def _device_samples(cols: dict) -> tuple[dict, dict, list[str]]:
         # A counter that steps down was reset or wrapped: the kernels unwrap it (they add
         # the value before the step), so a reset is accepted exactly as they read it.
         ok = cols["energy_status"][m] == 0
-        counter[label] = (t[ok], cols["energy_j"][m][ok])
+        counter[label] = (t[ok], cols["energy_j"][m][ok], cols["latency_ns"][m][ok])
         pok = cols["power_status"][m] == 0
         power[label] = (t[pok], cols["power_w"][m][pok])
     return counter, power, errors
@@ -323,13 +323,15 @@ def _recompute(rd: dict, t0: int, t1: int, counter: dict, power: dict) -> float 
         if not (t.size >= 2 and t[0] <= t0 and t[-1] >= t1):
             return "the trace of the node does not cover the window"
         if rd.get("method") == "counter":
-            tc, e = counter["node"]
+            tc, e, _ = counter["node"]
             return float(np.interp(t1, tc, e) - np.interp(t0, tc, e))
         return K.power_energy_j(t, p, t0, t1)[0]
     if rd.get("method") == "counter":
         if dev not in counter:
             return f"no trace for {dev}"
-        t, e = counter[dev]
+        t, e, lat = counter[dev]
+        if st.get("counter_edges") == "fitted":
+            return _fitted(rd, st, t, e, lat, power.get(dev), t0, t1)
         if st.get("counter_edges") == "interpolated":
             if not (t.size >= 2 and t[0] <= t0 and t[-1] >= t1):
                 return f"the trace of {dev} does not cover the window"
@@ -348,6 +350,29 @@ def _recompute(rd: dict, t0: int, t1: int, counter: dict, power: dict) -> float 
             return f"too few power samples of {dev}"
         return K.power_energy_j(t, p, t0, t1)[0]
     return None
+
+
+def _fitted(rd: dict, st: dict, t: Any, e: Any, lat: Any, power: tuple | None, t0: int,
+            t1: int) -> float | str:
+    """A counter reading whose refreshes were placed on their fitted grid: the estimate
+    and its interval recomputed from the same samples (``trace_from_ns``..``trace_to_ns``)
+    with ``kernels.trace.counter_window_bounds_j``; a message where the interval does not."""
+    from bench.kernels import trace as K
+
+    a, b = st.get("trace_from_ns"), st.get("trace_to_ns")
+    if not isinstance(a, int) or not isinstance(b, int) or power is None:
+        return f"{rd.get('device')}: a fitted counter reading without its sample range"
+    keep = (t >= a) & (t <= b)
+    tp, pw = power
+    pkeep = (tp >= a) & (tp <= b)
+    est, low, high, _ = K.counter_window_bounds_j(t[keep], e[keep], t0, t1, tp[pkeep],
+                                                  pw[pkeep], lat[keep])
+    for k, v in (("energy_low_j", low), ("energy_high_j", high)):
+        if not _close(st.get(k), float(v)):
+            return f"{rd.get('device')} {k} {st.get(k)}, recomputed {v:.6g}"
+    if not _close(st.get("edge_bound_j"), max(est - low, high - est)):
+        return f"{rd.get('device')} edge_bound_j does not recompute"
+    return float(est)
 
 
 def rule_trace(doc: dict, run_dir: Path) -> list[str]:
