@@ -6,6 +6,7 @@ import resource
 import signal
 import subprocess
 import time
+from typing import Any
 
 from bench import devices
 from bench.devices import cpu, rapl
@@ -31,12 +32,14 @@ class ChildCpuEstimateSource:
         return self.w_per_logical_cpu * (ru.ru_utime + ru.ru_stime)
 
 
-def _cpu_sources(w_per_thread: float | None) -> tuple[list, dict]:
+def _cpu_sources(w_per_thread: float | None) -> tuple[list[Any], dict[str, str | None]]:
+    srcs: list[Any] = []
     try:
-        srcs, why = rapl.sources()
+        found, why = rapl.sources()
+        srcs.extend(found)
     except NoSensor as exc:
-        srcs, why = [], str(exc)
-    notes = {}
+        why = str(exc)
+    notes: dict[str, str | None] = {}
     if not any(s.scope == "cpu" for s in srcs):
         srcs.append(ChildCpuEstimateSource(w_per_thread or cpu.DEFAULT_W_PER_LOGICAL_CPU))
         notes["cpu"] = why
@@ -69,9 +72,9 @@ def measure_command(argv: list[str], gpu: str = "all", rate_hz: float = 1000.0,
             notify(f"no GPU to measure ({inv.gpu_reason}); measuring the CPU only")
         else:
             gpus, _ = devices.select(gpu, inv)
-    gpu_srcs = [NvmlEnergySource(g.index) for g in gpus]
+    gpu_srcs = [NvmlEnergySource(g.gpu_index) for g in gpus]
     cpu_srcs, notes = _cpu_sources(w_per_thread)
-    sampler = Sampler([g.index for g in gpus], rate_hz=rate_hz) if gpus else None
+    sampler = Sampler([g.gpu_index for g in gpus], rate_hz=rate_hz) if gpus else None
     exit_code = None
     try:
         if sampler:
@@ -94,17 +97,21 @@ def measure_command(argv: list[str], gpu: str = "all", rate_hz: float = 1000.0,
         for s in gpu_srcs:
             s.close()
     m = w.result
-    report = {"duration_s": m.duration_s, "exit_code": exit_code, "devices": []}
+    assert m is not None  # the window closed without an exception
+    devs: list[dict[str, Any]] = []
+    report: dict[str, Any] = {"duration_s": m.duration_s, "exit_code": exit_code,
+                              "devices": devs}
     for g, r in zip(gpus, m.readings[:len(gpus)], strict=True):
         st = r.stats or {}
-        report["devices"].append({
+        devs.append({
             "index": g.index, "uuid": g.uuid, "name": g.name, "energy_j": r.energy_j,
             "method": r.method if r.energy_j is not None else None,
             "samples": st.get("samples"),
             "sample_rate_hz": st.get("sample_rate_hz"),
             "mean_power_w": (r.energy_j / m.duration_s if r.energy_j is not None
                              and m.duration_s > 0 else None),
-            "max_power_w": st.get("max_power_w"), "reason": r.reason})
+            "max_power_w": st.get("max_power_w"), "edge_lag_s": st.get("edge_lag_s"),
+            "reason": r.reason})
     for scope in ("cpu", "dram"):
         e = m.energy_j(scope)
         report[scope] = {"energy_j": e, "method": m.method(scope) if e is not None else None,

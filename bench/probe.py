@@ -31,9 +31,11 @@ def probe_gpu(index: int, duration_s: float = 1.5, rate_hz: float = 1000.0) -> d
            "power_instant_update_period_s": None, "power_average_update_period_s": None,
            "power_usage_update_period_s": None, "call_latency_p50_us": None,
            "call_latency_p99_us": None, "sample_rate_hz": None, "supported": sup}
-    runs = [("none", None), ("instant", "power_instant_update_period_s"),
-            ("average", "power_average_update_period_s"),
-            ("usage", "power_usage_update_period_s")]
+    runs: list[tuple[str, str]] = [
+        ("none", "energy_counter_update_period_s"),
+        ("instant", "power_instant_update_period_s"),
+        ("average", "power_average_update_period_s"),
+        ("usage", "power_usage_update_period_s")]
     need = {"instant": "power_instant_field", "average": "power_average_field",
             "usage": "power_usage"}
     for mode, key in runs:
@@ -46,7 +48,7 @@ def probe_gpu(index: int, duration_s: float = 1.5, rate_hz: float = 1000.0) -> d
         (tr,) = s.traces()
         if mode == "none":
             t, e = tr.energy_valid()
-            out["energy_counter_update_period_s"] = _period(t, e)
+            out[key] = _period(t, e)
             lat = tr.latency_ns[tr.energy_status == 0] * 1e-3
             if lat.size:
                 out["call_latency_p50_us"] = float(np.percentile(lat, 50))

@@ -8,6 +8,8 @@ A device below TDP can beat it; the fraction says how close the cell came.
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from bench.devices import specs
 from bench.models import arithmetic
 
@@ -27,7 +29,15 @@ def device_spec(device) -> tuple[specs.DeviceSpec | None, str | None]:
             f"estimate: {n} logical CPUs x (96 GFLOP/s FP32, 5 GB/s, 4 W); not a datasheet"
         ), None
     s = specs.lookup(device.name)
-    return (s, None) if s else (None, f"{device.name} is not in the device table")
+    if s is None:
+        return None, f"{device.name} is not in the device table"
+    limit = device.info.get("power_limit_w")
+    if isinstance(limit, (int, float)) and limit > 0:
+        # The board draws at most its enforced limit (NVML), which an operator may have
+        # set below the datasheet TDP: the ceiling is the one this board can reach.
+        s = replace(s, tdp_w=float(limit),
+                    source=f"{s.source}; power: NVML enforced power limit {limit:g} W")
+    return s, None
 
 
 def cell_roofline(device, spec_model, dtype: str, batch: int, input_len: int,

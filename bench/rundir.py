@@ -49,10 +49,12 @@ class Run:
         return self.run_dir / PARTS
 
     def add(self, record: dict) -> None:
-        """Journal a record (fsynced) and keep it: cell, idle or source."""
-        io.append_journal(self.journal, record)
+        """Keep a record and journal it (fsynced): cell, idle or source."""
+        # Kept first: SIGTERM (raised as KeyboardInterrupt) arriving during the journal's
+        # fsync would otherwise leave result.json without a cell the journal already has.
         {"cell": self.cells, "idle": self.idle, "source": self.sources}[record["type"]].append(
             record)
+        io.append_journal(self.journal, record)
 
     def done_cell_ids(self) -> set[str]:
         return {c["cell_id"] for c in self.cells}

@@ -325,7 +325,7 @@ def _start_workers(run: Run, gpus: list[Device], todo: list[Cell]) -> Workers:
         mine = [c for c in todo if c.device == d]
         p = ctx.Process(target=worker_main, name=f"joulebench-{d.label}",
                         args=(d.to_dict(), mine, run.config, str(run.run_dir), queue,
-                              os.getpid()))
+                              os.getpid(), len(gpus)))
         p.start()
         workers[d.label] = p
     return queue, workers

@@ -53,12 +53,12 @@ class Trace:
 
     def energy_valid(self) -> tuple[np.ndarray, np.ndarray]:
         """(t_ns, energy_j) of the samples whose counter read succeeded."""
-        ok = self.energy_status == 0
+        ok = self.energy_status == nvml.SUCCESS
         return self.t_ns[ok], self.energy_j[ok]
 
     def power_valid(self) -> tuple[np.ndarray, np.ndarray]:
         """(t_ns, power_w) of the samples whose power read succeeded."""
-        ok = self.power_status == 0
+        ok = self.power_status == nvml.SUCCESS
         return self.t_ns[ok], self.power_w[ok]
 
     def between(self, first_ns: int, last_ns: int) -> Trace:
@@ -75,8 +75,11 @@ class Trace:
 
     def last_error(self) -> int | None:
         """The latest non-success NVML code of the energy or power reads, if any."""
-        bad = np.concatenate([self.energy_status[self.energy_status > 0],
-                              self.power_status[self.power_status > 0]])
+        # -1 marks a read that was not made (no counter, power mode none): not an error.
+        def failed(status):
+            return status[(status != nvml.SUCCESS) & (status >= 0)]
+
+        bad = np.concatenate([failed(self.energy_status), failed(self.power_status)])
         return int(bad[-1]) if bad.size else None
 
 
@@ -218,15 +221,19 @@ class Sampler:
         """What was sampled, one :class:`Trace` per GPU (a consistent snapshot).
 
         Args:
-            since_ns: leave out whole buffer chunks that end before this time (a window
-                needs only its own samples and one counter update before it), so the
-                cost stays that of the window, not of the whole run.
+            since_ns: leave out the whole buffer chunks before the one holding the last
+                sample at or before this time (a window needs its own samples and one
+                before its edge), so the cost stays that of the window, not of the run.
         """
         if self._error is not None:
             raise SensorError(f"sampler failed: {self._error}")
         with self._lock:
-            parts = [p for p in self._chunks if p[0].shape[1] and (
-                since_ns is None or int(p[0][:, -1].max()) >= since_ns)]
+            parts = [p for p in self._chunks if p[0].shape[1]]
+            if since_ns is not None:
+                # the last chunk whose first tick (every GPU's) is at or before since_ns
+                first = max((i for i, p in enumerate(parts)
+                             if int(p[0][:, 0].max()) <= since_ns), default=0)
+                parts = parts[first:]
             if self._current is not None:
                 n = int(self._progress[0])
                 parts.append(tuple(a[:, :n].copy() for a in self._current))
@@ -253,13 +260,8 @@ class Sampler:
         return False
 
     def lost(self) -> dict[int, bool]:
-        """Which GPUs reported GPU_IS_LOST."""
+        """Which GPUs the loop saw lost (NVML's GPU_IS_LOST); it stops reading those."""
         return {i: bool(self._lost[d]) for d, i in enumerate(self.indices)}
-
-
-def _nvml_reason(code: int | None) -> str:
-    names = {15: "GPU is lost", 3: "not supported", 1: "NVML uninitialised"}
-    return names.get(code, f"NVML error {code}") if code is not None else "no samples"
 
 
 def window_stats(tr: Trace, t0: int, t1: int) -> dict:
@@ -267,10 +269,45 @@ def window_stats(tr: Trace, t0: int, t1: int) -> dict:
     inside = (tr.t_ns >= t0) & (tr.t_ns <= t1)
     n = int(inside.sum())
     dur = (t1 - t0) * 1e-9
-    p = tr.power_w[inside & (tr.power_status == 0)]
+    p = tr.power_w[inside & (tr.power_status == nvml.SUCCESS)]
     return {"samples": n, "sample_rate_hz": n / dur if dur > 0 else None,
             "mean_power_w": float(p.mean()) if p.size else None,
             "max_power_w": float(p.max()) if p.size else None}
+
+
+def counter_edge_lag_s(t_ns, energy_j, latency_ns, edges_ns) -> float | None:
+    """How late the sampler may have seen the counter updates the edges are interpolated from.
+
+    A counter update is first seen at the sample after it, so it is stamped late by up
+    to the gap before that sample (plus half a call: a sample is stamped at the middle
+    of its NVML calls). Interpolating at an edge between update points a and b, at
+    fraction w of the way, shifts the edge by ``|1 - w| x lag_a + |w| x lag_b``: under
+    constant power P the edge's counter value is off by at most P times that. On an idle
+    machine this is about one sampling period; CPU contention that delays the sampling
+    thread makes it larger.
+
+    Args:
+        t_ns, energy_j, latency_ns: the valid counter samples, in time order.
+        edges_ns: the window edges.
+
+    Returns:
+        The largest such shift over the edges in s, or None with fewer than two updates.
+    """
+    t = np.asarray(t_ns, np.int64)
+    points = np.flatnonzero(np.diff(np.asarray(energy_j, np.float64)) != 0) + 1
+    if points.size < 2:
+        return None
+    lat = np.asarray(latency_ns, np.float64)
+    seen = t[points]
+    lag = (seen - t[points - 1]) + lat[points - 1] / 2
+    worst = 0.0
+    for q in edges_ns:
+        # the pair the interpolation uses: the update points on either side of q (the
+        # nearest two where q is before the first or after the last: extrapolation)
+        b = min(max(int(np.searchsorted(seen, q, side="right")), 1), points.size - 1)
+        w = (q - seen[b - 1]) / (seen[b] - seen[b - 1])
+        worst = max(worst, abs(1 - w) * lag[b - 1] + abs(w) * lag[b])
+    return float(worst * 1e-9)
 
 
 def sampled_energy(tr: Trace, t0: int, t1: int, edge):
@@ -292,19 +329,21 @@ def sampled_energy(tr: Trace, t0: int, t1: int, edge):
     stats = window_stats(tr, t0, t1)
     te, ee = tr.energy_valid()
     if te.size >= 2 and te[0] <= t0 and te[-1] >= t1:
-        ok = tr.energy_status == 0
+        ok = tr.energy_status == nvml.SUCCESS
+        lat = tr.latency_ns[ok]
         tp, pw = tr.power_valid()
-        e, low, high, period_s = K.counter_window_bounds_j(te, ee, t0, t1, tp, pw,
-                                                           tr.latency_ns[ok])
+        e, low, high, period_s = K.counter_window_bounds_j(te, ee, t0, t1, tp, pw, lat)
         if e == e and low == low and high == high and e >= 0:  # not NaN
             stats.update(counter_edges="fitted", counter_period_s=period_s,
                          energy_low_j=low, energy_high_j=high,
                          edge_bound_j=max(e - low, high - e),
+                         edge_lag_s=counter_edge_lag_s(te, ee, lat, (t0, t1)),
                          trace_from_ns=int(tr.t_ns[0]), trace_to_ns=int(tr.t_ns[-1]))
             return replace(edge, energy_j=e, method="counter", reason=None, stats=stats)
         e = K.counter_energy_j(te, ee, t0, t1)
         if e == e and e >= 0:  # not NaN
             stats["counter_edges"] = "interpolated"
+            stats["edge_lag_s"] = counter_edge_lag_s(te, ee, lat, (t0, t1))
             return replace(edge, energy_j=e, method="counter", reason=None, stats=stats)
     if edge.energy_j is not None:
         stats["counter_edges"] = "read"
@@ -317,8 +356,8 @@ def sampled_energy(tr: Trace, t0: int, t1: int, edge):
             return replace(edge, energy_j=e, method="power_integration", reason=None,
                            stats=stats)
         reason = (f"power samples cover {covered:.1%} of the window "
-                  f"(largest gap {gap_s:.3f} s; {_nvml_reason(tr.last_error())})")
+                  f"(largest gap {gap_s:.3f} s; {nvml.status_text(tr.last_error())})")
         return replace(edge, energy_j=None, method="power_integration", reason=reason,
                        stats=stats)
-    reason = edge.reason or _nvml_reason(tr.last_error())
+    reason = edge.reason or nvml.status_text(tr.last_error())
     return replace(edge, energy_j=None, reason=reason, stats=stats)

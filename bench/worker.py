@@ -25,11 +25,15 @@ from bench.sweep import Cell, SweepConfig
 from bench.workload import Workload, make_workload
 
 
-def energy_sources(device: Device, config: SweepConfig) -> tuple[list[Any], list[dict]]:
+def energy_sources(device: Device, config: SweepConfig,
+                   parallel_gpus: int = 1) -> tuple[list[Any], list[dict]]:
     """The meter's sources for a device, and the scopes that have none (with the reason).
 
     GPU scope: NVML's counter. CPU and DRAM scope: RAPL where readable, else (CPU only)
     the labelled estimate. Node scope: the BMC that ``config.node_power`` names, if any.
+    With ``parallel_gpus`` > 1 GPU sessions measuring at once, RAPL is not read: its
+    package counters cover the whole host, so every session would count the same CPU
+    joules once more; the CPU scope is then this process's labelled estimate.
     """
     cpu_w_per_thread = config.cpu_w_per_logical_cpu
     from bench.devices import cpu, rapl
@@ -41,6 +45,9 @@ def energy_sources(device: Device, config: SweepConfig) -> tuple[list[Any], list
 
         srcs.append(NvmlEnergySource(device.gpu_index))
     try:
+        if parallel_gpus > 1:
+            raise NoSensor(f"RAPL covers the host, shared by {parallel_gpus} GPU sessions "
+                           "measured in parallel: not attributable to one GPU's cells")
         rsrcs, why = rapl.sources()
     except NoSensor as exc:
         rsrcs, why = [], str(exc)
@@ -91,10 +98,13 @@ def measure_idle(device: Device, meter: Meter, seconds: float) -> dict:
 
 
 def memory_cap_bytes(device: Device) -> float | None:
-    """Memory a cell may still use: ``JOULEBENCH_MEMORY_CAP_BYTES``, else free GPU memory.
+    """Memory a cell may still use: ``JOULEBENCH_MEMORY_CAP_BYTES``, else what the GPU can give.
 
-    The variable simulates a smaller GPU (tests use it for the out-of-memory path) or
-    keeps headroom.
+    What the GPU can give is its free memory plus what PyTorch holds in its cache but no
+    tensor uses (reserved minus allocated): PyTorch hands that back to the next tensor,
+    so counting only ``mem_get_info``'s free memory refuses batches that fit. The
+    variable simulates a smaller GPU (tests use it for the out-of-memory path) or keeps
+    headroom.
     """
     cap = os.environ.get("JOULEBENCH_MEMORY_CAP_BYTES")
     if cap:
@@ -103,7 +113,9 @@ def memory_cap_bytes(device: Device) -> float | None:
         import torch
 
         free, _ = torch.cuda.mem_get_info(device.torch_device)
-        return float(free)
+        cached = (torch.cuda.memory_reserved(device.torch_device)
+                  - torch.cuda.memory_allocated(device.torch_device))
+        return float(free + max(cached, 0))
     return None
 
 
@@ -123,20 +135,39 @@ def does_not_fit(cell: Cell, spec: models.ModelSpec, cap: float | None) -> str |
     return None
 
 
-def _is_oom(exc: BaseException) -> bool:
-    import torch
+def weights_do_not_fit(spec: models.ModelSpec, dtype: str, cap: float | None) -> str | None:
+    """None if the model's weights fit in ``cap`` bytes, else why not (checked before
+    building, with nothing of ours loaded, so a model too big never reaches the GPU)."""
+    if cap is None:
+        return None
+    from bench.models import arithmetic
 
-    return isinstance(exc, torch.OutOfMemoryError) or "out of memory" in str(exc).lower()
+    need = arithmetic.of(spec, dtype).weight_bytes
+    if need > cap:
+        return (f"out of memory (fit check): the weights need {need / 1e9:.3g} GB, "
+                f"{cap / 1e9:.3g} GB available")
+    return None
+
+
+def _is_oom(exc: BaseException) -> bool:
+    from bench.workload import is_oom
+
+    return is_oom(exc)
 
 
 def _free_memory(device: Device) -> None:
+    """Release what a closed workload left: reference cycles (a compiled call refers to
+    its model), dynamo's compiled code and CUDA-graph pools, PyTorch's cached blocks."""
     import gc
 
     gc.collect()
     if device.torch_device.startswith("cuda"):
         import torch
 
+        torch._dynamo.reset()
+        gc.collect()
         torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats(device.torch_device)
 
 
 def _sync_for(device: Device) -> Callable[[], None] | None:
@@ -147,16 +178,35 @@ def _sync_for(device: Device) -> Callable[[], None] | None:
     return lambda: torch.cuda.synchronize(device.torch_device)
 
 
-def other_processes(device: Device, ours: set[int]) -> list[int]:
-    """PIDs of other processes computing on the GPU (NVML), or [] where unknown."""
+def other_processes(device: Device, ours: set[int]) -> list[int] | None:
+    """Processes other than this harness computing on the GPU (NVML's PIDs), or None
+    where unknown.
+
+    NVML reports PIDs of the host's namespace; in a container ours differ, so PIDs are
+    not compared alone: the processes are counted, less the one CUDA context this worker
+    holds when no reported PID is recognisably ours. The list is NVML's PIDs less ours.
+    """
     if device.kind != "cuda":
         return []
     from bench.devices import nvml
 
     try:
-        return [p for p in nvml.compute_pids(device.gpu_index) if p not in ours]
+        pids = nvml.compute_pids(device.gpu_index)
     except Exception:  # a sensor question; never stops the sweep
-        return []
+        return None
+    others = [p for p in pids if p not in ours]
+    if len(others) == len(pids) and _holds_cuda_context(device) and others:
+        others = others[1:]  # one of them is this worker, under another namespace's PID
+    return others
+
+
+def _holds_cuda_context(device: Device) -> bool:
+    """Whether this process has a CUDA context on the device (it then shows in NVML)."""
+    if not device.torch_device.startswith("cuda"):
+        return False
+    import torch
+
+    return bool(torch.cuda.is_initialized())
 
 
 def _node_trace(node: Any, after_ns: int) -> Any:
@@ -210,14 +260,16 @@ def _trace_flusher(run_dir: Path, sampler: Any, node: Any) -> Callable[[], None]
 
 def run_device(device: Device, todo: list[Cell], config: SweepConfig,
                run_dir: str | os.PathLike, emit: Callable[[dict], None],
-               ours: set[int] | None = None) -> None:
+               ours: set[int] | None = None, parallel_gpus: int = 1) -> None:
     """Measure ``todo`` (cells of this device, batches ascending) and emit every record.
 
     ``config`` is resolved for the device's kind (see :meth:`SweepConfig.resolved`).
+    ``parallel_gpus``: how many GPU sessions measure at the same time (see
+    :func:`energy_sources`).
     """
     ours = (ours or set()) | {os.getpid()}
     run_dir = Path(run_dir)
-    srcs, missing = energy_sources(device, config)
+    srcs, missing = energy_sources(device, config, parallel_gpus)
     for s in srcs:
         emit({"type": "source", "device": device.label, "name": s.name, "scope": s.scope,
               "method": s.method, "description": s.description})
@@ -227,7 +279,7 @@ def run_device(device: Device, todo: list[Cell], config: SweepConfig,
               if not any(s.scope == m["scope"] for s in srcs)}
     sampler = None
     flush: Callable[[], None] = lambda: None  # noqa: E731
-    loaded: dict[tuple[str, str], tuple[Workload, models.ModelSpec]] = {}
+    session = _Models(device, config)
     oom_at: dict[tuple, int] = {}
     try:
         if device.kind == "cuda":
@@ -245,46 +297,33 @@ def run_device(device: Device, todo: list[Cell], config: SweepConfig,
             idle = measure_idle(device, meter, config.idle_s)
             emit(idle)
             idle_w = idle["power_w"]
-        compiled = device.torch_device.startswith("cuda") and config.compile
-        last_batch = None
         for cell in todo:
-            if compiled and cell.batch_size != last_batch:
-                import torch
-
-                # Static shapes per batch size: a fresh compile instead of hitting the
-                # recompile limit (8), after which dynamo silently falls back to eager.
-                torch._dynamo.reset()
-            last_batch = cell.batch_size
-            key = (cell.model, cell.dtype)
-            if key not in loaded:
-                for wl, _ in loaded.values():
-                    wl.close()
-                loaded.clear()  # one model in memory at a time
-                spec = models.get(cell.model)
-                wl = make_workload(cell.engine, spec, cell.dtype, device.torch_device,
-                                   config.seed, config.compile, sweep=config)
-                wl.prepare()
-                loaded[key] = (wl, spec)
-            wl, spec = loaded[key]
             group = (cell.model, cell.dtype, cell.input_len, cell.output_len)
-            if group in oom_at and cell.batch_size > oom_at[group]:
+            loaded = session.get(cell.model, cell.dtype)
+            if isinstance(loaded, str):  # the model could not be built: every cell says why
+                raw = CellRaw(cell, "oom", error=loaded, pid=os.getpid())
+            elif group in oom_at and cell.batch_size > oom_at[group]:
                 raw = CellRaw(cell, "skipped", error=f"batch {oom_at[group]} ran out of memory",
                               pid=os.getpid())
             else:
+                wl, spec = loaded
                 before = other_processes(device, ours)
                 raw = _run_one(cell, wl, spec, meter, config, absent, idle_w, sampler, emit)
-                others = sorted(set(before) | set(other_processes(device, ours)))
-                raw = replace(raw, contended=bool(others), other_pids=others, pid=os.getpid(),
-                              engine=wl.describe())
+                after = other_processes(device, ours)
+                known = before is not None and after is not None
+                others = sorted(set(before or []) | set(after or []))
+                raw = replace(raw, contended=bool(others) if known else None,
+                              other_pids=others, pid=os.getpid(), engine=wl.describe())
                 if raw.status == "oom":
                     oom_at[group] = cell.batch_size
+                    # Compiled code, CUDA graphs and caches of a failed call (a failed
+                    # capture may hold its pool): rebuilt from nothing for the next cell.
+                    session.release()
             rec = figures.cell_record(raw)
             flush()
             emit(rec)
     finally:
-        for wl, _ in loaded.values():
-            wl.close()
-        loaded.clear()
+        session.release()
         if sampler is not None:
             sampler.stop()
         flush()
@@ -294,9 +333,66 @@ def run_device(device: Device, todo: list[Cell], config: SweepConfig,
                 close()
 
 
+class _Models:
+    """The one model a device session holds, built when a cell first needs it.
+
+    Before a build, the previous model, its caches and compiled graphs are released
+    (two models never share the GPU), and the new model's weights are checked against
+    the memory the device can give. A model too big, or whose build runs out of memory,
+    is remembered with the reason: its cells are recorded ``oom`` and the session goes
+    on to the next model.
+    """
+
+    def __init__(self, device: Device, config: SweepConfig) -> None:
+        self.device = device
+        self.config = config
+        self.key: tuple[str, str] | None = None
+        self.held: tuple[Workload, models.ModelSpec] | None = None
+        self.failed: dict[tuple[str, str], str] = {}
+
+    def release(self) -> None:
+        if self.held is not None:
+            self.held[0].close()
+        self.held, self.key = None, None
+        _free_memory(self.device)
+
+    def get(self, model: str, dtype: str) -> tuple[Workload, models.ModelSpec] | str:
+        """The built model, or why it cannot be built on this device."""
+        key = (model, dtype)
+        if key in self.failed:
+            return self.failed[key]
+        if self.key == key and self.held is not None:
+            return self.held
+        self.release()
+        spec = models.get(model)
+        why = weights_do_not_fit(spec, dtype, memory_cap_bytes(self.device))
+        if why:
+            self.failed[key] = why
+            return why
+        wl = make_workload(self.config.engine, spec, dtype, self.device.torch_device,
+                           self.config.seed, self.config.compile, sweep=self.config)
+        try:
+            wl.prepare()
+        except Exception as exc:
+            if not _is_oom(exc):
+                raise
+            why = f"out of memory building the model: {str(exc).splitlines()[0][:200]}"
+        if why:  # outside the except block, so the traceback's tensors can be freed
+            wl.close()
+            del wl
+            _free_memory(self.device)
+            self.failed[key] = why
+            return why
+        self.key, self.held = key, (wl, spec)
+        return self.held
+
+
 def _run_one(cell: Cell, wl: Workload, spec: models.ModelSpec, meter: Meter,
              config: SweepConfig, absent: dict[str, str], idle_w: float | None,
              sampler: Any, emit: Callable[[dict], None] = lambda rec: None) -> CellRaw:
+    start_cell = getattr(wl, "start_cell", None)  # an engine's optional hook
+    if callable(start_cell):
+        start_cell()  # the last cell's cache and graphs are not this cell's: never counted
     why = does_not_fit(cell, spec, memory_cap_bytes(cell.device))
     if why:
         return CellRaw(cell, "oom", error=why)
@@ -308,8 +404,7 @@ def _run_one(cell: Cell, wl: Workload, spec: models.ModelSpec, meter: Meter,
         oom = True
     else:
         oom = False
-    if oom:  # outside the except block, so the traceback's tensors can be freed
-        _free_memory(cell.device)
+    if oom:  # outside the except block; the caller releases the model and its graphs
         return CellRaw(cell, "oom", error="out of memory")
     trace = None
     if sampler is not None:
@@ -337,8 +432,11 @@ def _die_with_parent(parent: int) -> None:
 
 
 def worker_main(device_dict: dict, todo: list[Cell], config: SweepConfig, run_dir: str,
-                queue: Any, parent: int | None = None) -> None:
-    """Entry point of a worker process (spawn): one GPU, visible as cuda:0."""
+                queue: Any, parent: int | None = None, parallel_gpus: int = 1) -> None:
+    """Entry point of a worker process (spawn): one GPU, visible as cuda:0.
+
+    ``parallel_gpus``: the number of GPU workers the runner started together.
+    """
     if parent is not None:
         _die_with_parent(parent)
     uuid = device_dict.get("uuid")
@@ -348,7 +446,8 @@ def worker_main(device_dict: dict, todo: list[Cell], config: SweepConfig, run_di
     device.info["torch_device"] = os.environ.get("JOULEBENCH_MODEL_DEVICE") or "cuda:0"
     todo = [c.with_device(device) for c in todo]
     try:
-        run_device(device, todo, config, run_dir, queue.put, {os.getppid()})
+        run_device(device, todo, config, run_dir, queue.put, {os.getppid()},
+                   parallel_gpus=parallel_gpus)
         queue.put({"type": "done", "device": device.label})
     except KeyboardInterrupt:
         queue.put({"type": "error", "device": device.label, "error": "interrupted"})

@@ -89,13 +89,14 @@ def make_prompts(shape: Shape, vocab_size: int, seed: int = 0,
 def prepare(model: Any, device: str = "cpu", compile: bool = True) -> None:
     """Make the model generate to exactly ``max_new_tokens``: no EOS, greedy.
 
-    On a CUDA device with ``compile``, a static KV cache: transformers then compiles the
-    decode step (torch.compile, mode reduce-overhead, CUDA graphs) and prefill stays
-    eager. On the CPU the dynamic cache, uncompiled.
+    No cache implementation is set here: :class:`HfWorkload` passes a static cache of
+    its own (one per shape group), which is what makes transformers compile the decode
+    step (torch.compile, reduce-overhead: CUDA graphs) on a GPU; prefill stays eager.
+    ``compile=False`` turns that off (``disable_compile``).
     """
     gc = model.generation_config
-    if device.startswith("cuda") and compile:
-        gc.cache_implementation = "static"
+    gc.cache_implementation = None
+    gc.disable_compile = not compile
     gc.eos_token_id = None
     gc.do_sample = False
     gc.temperature = None
@@ -108,22 +109,45 @@ def prepare(model: Any, device: str = "cpu", compile: bool = True) -> None:
 class _FirstTokenMark:
     """A logits processor that records when the first new token's logits are ready.
 
-    Called once per step after the forward pass, outside any compiled region. Stock
-    generate synchronises the host with the device every step (its stop check), so host
-    time here is the device's time within one step's launch latency.
+    Called once per step after the forward pass, outside any compiled region. With
+    ``synced`` it synchronises the device first, so the mark is when the first token's
+    logits exist on the device, not when its kernels were queued (the device check
+    compares the two). Stock generate syncs the host every step anyway (its stop
+    check), so the unsynced mark is already within one step's launch latency.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, synced: bool = False) -> None:
         self.first_ns: int | None = None
+        self.synced = synced
 
     def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
         if self.first_ns is None:
+            if self.synced and scores.is_cuda:
+                import torch
+
+                torch.cuda.synchronize(scores.device)
             self.first_ns = time.monotonic_ns()
         return scores
 
 
-def generate_exact(model: Any, input_ids: torch.Tensor, output_len: int) -> CallResult:
+def _cache_kwarg(model: Any) -> str:
+    """``cache`` (transformers 5.24 and later) or ``past_key_values`` (before)."""
+    import inspect
+
+    try:  # generate takes **kwargs and passes the cache on to forward: ask forward
+        params = inspect.signature(inspect.unwrap(type(model).forward)).parameters
+    except (TypeError, ValueError):
+        return "past_key_values"
+    return "cache" if "cache" in params else "past_key_values"
+
+
+def generate_exact(model: Any, input_ids: torch.Tensor, output_len: int,
+                   cache: Any = None, synced_mark: bool = False) -> CallResult:
     """Greedy generation of exactly ``output_len`` new tokens per sequence.
+
+    Args:
+        cache: a transformers cache to fill (reset here first), or None for generate's own.
+        synced_mark: synchronise the device at the first-token mark.
 
     Returns:
         The call's tokens (batch x output_len made, batch x input_len read) and marks.
@@ -134,9 +158,14 @@ def generate_exact(model: Any, input_ids: torch.Tensor, output_len: int) -> Call
     import torch
     from transformers import LogitsProcessorList
 
-    mark = _FirstTokenMark()
-    start = time.monotonic_ns()
+    kw: dict[str, Any] = {}
+    mark = _FirstTokenMark(synced_mark)
     with torch.inference_mode():
+        if cache is not None:
+            # in place: the tensors keep their addresses, so the CUDA graphs replay
+            cache.reset()
+            kw[_cache_kwarg(model)] = cache
+        start = time.monotonic_ns()
         out = model.generate(
             input_ids,
             attention_mask=torch.ones_like(input_ids),
@@ -145,6 +174,7 @@ def generate_exact(model: Any, input_ids: torch.Tensor, output_len: int) -> Call
             do_sample=False,
             eos_token_id=None,
             logits_processor=LogitsProcessorList([mark]),
+            **kw,
         )
     end = time.monotonic_ns()
     made = out.shape[1] - input_ids.shape[1]
@@ -155,15 +185,126 @@ def generate_exact(model: Any, input_ids: torch.Tensor, output_len: int) -> Call
                       mark.first_ns if mark.first_ns is not None else end, end)
 
 
+# The attention the reference engine registers with transformers. Under torch.compile
+# with a static cache, transformers' SDPA path expands K and V to every query head
+# (repeat_kv) at each decode step: its GQA fast path needs no mask, and a static cache
+# always passes one. That copies the whole cache 4x (8B) to 8x (70B, Qwen3-MoE) per step,
+# work no serving engine does. For one query token, this path folds each KV head's query
+# heads into the query-length axis instead, (B, H, 1, D) -> (B, H_kv, H / H_kv, D), so
+# SDPA reads K and V once and the mask (shared by all heads) broadcasts. Everything
+# else goes to transformers' own SDPA function.
+ATTENTION = "joulebench_sdpa"
+
+
+def packed_gqa_sdpa(module: Any, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
+                    attention_mask: torch.Tensor | None, dropout: float = 0.0,
+                    scaling: float | None = None, is_causal: bool | None = None,
+                    **kwargs: Any) -> tuple[torch.Tensor, None]:
+    """SDPA with grouped KV heads kept packed for a single query token (decode)."""
+    import torch
+    from transformers.integrations.sdpa_attention import sdpa_attention_forward
+
+    n_rep = int(getattr(module, "num_key_value_groups", 1) or 1)
+    b, h, q_len, _ = query.shape
+    shared_mask = attention_mask is None or attention_mask.shape[1] == 1
+    if (n_rep > 1 and q_len == 1 and shared_mask and kwargs.get("position_bias") is None
+            and kwargs.get("softcap") is None):
+        q = query.reshape(b, h // n_rep, n_rep, query.shape[-1])
+        out = torch.nn.functional.scaled_dot_product_attention(
+            q, key, value, attn_mask=attention_mask, dropout_p=0.0, scale=scaling)
+        # (B, H_kv, n_rep, Dv) -> (B, H, 1, Dv) -> (B, 1, H, Dv), as the SDPA path returns
+        return out.reshape(b, h, 1, value.shape[-1]).transpose(1, 2).contiguous(), None
+    return sdpa_attention_forward(module, query, key, value, attention_mask, dropout=dropout,
+                                  scaling=scaling, is_causal=is_causal, **kwargs)
+
+
+def register_attention() -> None:
+    """Make :data:`ATTENTION` an attention implementation transformers knows (idempotent)."""
+    from transformers import AttentionInterface
+    from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
+
+    AttentionInterface.register(ATTENTION, packed_gqa_sdpa)
+    AttentionMaskInterface.register(ATTENTION, sdpa_mask)
+
+
+def exception_chain(exc: BaseException) -> list[BaseException]:
+    """``exc`` and its causes and contexts, outermost first (cycles cut)."""
+    out: list[BaseException] = []
+    cur: BaseException | None = exc
+    while cur is not None and cur not in out:
+        out.append(cur)
+        cur = cur.__cause__ or cur.__context__
+    return out
+
+
+def is_oom(exc: BaseException) -> bool:
+    """Whether out of memory is anywhere in the exception's cause chain.
+
+    A failed CUDA-graph capture or an autotuning error wraps the OutOfMemoryError that
+    caused it, so the top-level type alone misses it.
+    """
+    import torch
+
+    return any(isinstance(e, torch.OutOfMemoryError) or "out of memory" in str(e).lower()
+               for e in exception_chain(exc))
+
+
+def is_compile_failure(exc: BaseException) -> bool:
+    """Whether torch.compile (dynamo, inductor, Triton, the C compiler) failed, not the model."""
+    names = ("BackendCompilerFailed", "InductorError", "TorchDynamoException",
+             "CompilationError", "CalledProcessError")
+    for e in exception_chain(exc):
+        mod = type(e).__module__ or ""
+        if type(e).__name__ in names or mod.startswith(("torch._dynamo", "torch._inductor",
+                                                         "triton")):
+            return True
+    return False
+
+
+class _CaptureCounter:
+    """Counts CUDA-graph captures (``torch.cuda.CUDAGraph.capture_begin``) in this process.
+
+    Installed once, on a GPU only: cudagraph trees record through that method, so a count
+    that rises during a measured call means a graph was recorded inside a window.
+    """
+
+    count = 0
+    installed = False
+
+    @classmethod
+    def install(cls) -> None:
+        if cls.installed:
+            return
+        import torch
+
+        graph_cls = torch.cuda.CUDAGraph
+        original = graph_cls.capture_begin
+
+        def capture_begin(self: Any, *args: Any, **kwargs: Any) -> Any:
+            cls.count += 1
+            return original(self, *args, **kwargs)
+
+        graph_cls.capture_begin = capture_begin  # type: ignore[method-assign]
+        cls.installed = True
+
+
 class HfWorkload:
     """The reference engine: PyTorch + Hugging Face transformers ``generate``.
+
+    On a GPU with ``compile``: one static KV cache per shape group (batch, input and
+    output length), exactly ``input_len + output_len`` long and passed to every call of
+    the group, so the compiled decode step and its CUDA graphs are recorded once, in
+    warm-up, and replayed inside windows; decode attention keeps GQA packed
+    (:func:`packed_gqa_sdpa`); MoE decode keeps ``grouped_mm`` (transformers would switch
+    it to ``batched_mm``, which copies each chosen expert's weights per token). A compile
+    failure falls back to eager, and says so in :meth:`describe`.
 
     Args:
         spec: the model (``bench.models.ModelSpec``).
         dtype: fp32 | bf16 | fp16.
         torch_device: where the model runs (``cpu``, ``cuda:0``).
         seed: seed of the random weights and the prompts.
-        compile: on CUDA, a static cache and torch.compile (see :func:`prepare`).
+        compile: on CUDA, a static cache and torch.compile.
     """
 
     engine = "hf"
@@ -177,12 +318,51 @@ class HfWorkload:
         self.compile = compile
         self.model: Any = None
         self._prompts: dict[tuple[int, int], Any] = {}
+        self._cache: Any = None
+        self._cache_shape: Shape | None = None
+        self._compile_failed: str | None = None
+        self._captures_in_calls = 0
+        self._cell_shape: Shape | None = None
+        self._captures_in_warm_up = 0
+        # Tests set these to run the compiled path on the CPU (backend "eager").
+        self._compile_all_devices = False
+        self._compile_backend = "inductor"
+
+    @property
+    def compiled(self) -> bool:
+        """Whether decode is compiled: asked for, on a GPU (or forced), and not failed."""
+        where = self.torch_device.startswith("cuda") or self._compile_all_devices
+        return self.compile and where and self._compile_failed is None
 
     def prepare(self) -> None:
         from bench import models
 
         self.model = models.build(self.spec, self.dtype, self.torch_device, self.seed)
-        prepare(self.model, self.torch_device, self.compile)
+        prepare(self.model, self.torch_device, self.compiled)
+        if not self.compiled:
+            return
+        from transformers import CompileConfig
+
+        register_attention()
+        self.model.set_attn_implementation(ATTENTION)
+        # Static shapes: dynamo is reset per shape group (cache_for), so no dimension is
+        # ever marked dynamic and the recompile limit (8) is never reached.
+        cc = CompileConfig(fullgraph=False, dynamic=False, backend=self._compile_backend)
+        if self._compile_backend != "inductor":
+            cc.mode = None  # type: ignore[assignment]  # other backends take no mode
+        if self._compile_all_devices:
+            cc._compile_all_devices = True  # type: ignore[assignment]
+        self.model.generation_config.compile_config = cc
+        # generate() would swap grouped_mm for batched_mm during decode on a GPU: the
+        # latter gathers a copy of each selected expert's weights per (token, expert)
+        # pair, gigabytes per layer at batch 64 and more. Keep the implementation the
+        # model was built with.
+        if hasattr(self.model, "_optimize_model_for_decode"):
+            import contextlib
+
+            self.model._optimize_model_for_decode = contextlib.nullcontext
+        if self.torch_device.startswith("cuda"):
+            _CaptureCounter.install()
 
     def _ids(self, shape: Shape) -> torch.Tensor:
         key = (shape.batch_size, shape.input_len)
@@ -191,24 +371,124 @@ class HfWorkload:
                                                self.seed, self.torch_device)}
         return self._prompts[key]
 
+    def cache_for(self, shape: Shape) -> Any:
+        """The shape's persistent static cache (compiled only; else None).
+
+        Exactly ``input_len + output_len`` long: decode attention spans the cache, so a
+        longer one (transformers keeps the longest it has seen) would do more work than
+        the cell's own lengths need. One cache at a time: a new shape frees the last.
+        """
+        if not self.compiled:
+            return None
+        if self._cache_shape != shape:
+            from transformers import StaticCache
+
+            self._cache = None  # free the previous group's cache before allocating
+            self._reset_compiled()
+            self._cache = StaticCache(config=self.model.config,
+                                      max_cache_len=shape.input_len + shape.output_len)
+            self._cache_shape = shape
+        return self._cache
+
+    def start_cell(self) -> None:
+        """Begin a new cell: release the last cell's cache and graphs (the worker calls
+        this before the cell's memory check, which would otherwise count them as in use)
+        and restart the per-cell records (graph captures, peak memory, the cell's shape)."""
+        if self._cache is not None:
+            self._cache, self._cache_shape = None, None
+            self._reset_compiled()
+        self._cell_shape = None
+        self._captures_in_calls = self._captures_in_warm_up = 0
+        if self.torch_device.startswith("cuda"):
+            import torch
+
+            torch.cuda.reset_peak_memory_stats(self.torch_device)
+
+    def _reset_compiled(self) -> None:
+        """Drop compiled code and CUDA graphs: a new shape group records its own."""
+        import torch
+
+        torch._dynamo.reset()
+        for attr in ("_compiled_call", "_last_compile_config", "_previous_max_cache_length"):
+            if self.model is not None and attr in vars(self.model):
+                delattr(self.model, attr)
+
+    def _generate(self, shape: Shape, synced_mark: bool = False) -> CallResult:
+        if self._cell_shape is None:
+            self._cell_shape = shape  # the cell's own shape (its prefill-only one comes later)
+        try:
+            return generate_exact(self.model, self._ids(shape), shape.output_len,
+                                  self.cache_for(shape), synced_mark)
+        except Exception as exc:
+            if not self.compiled or is_oom(exc) or not is_compile_failure(exc):
+                raise
+            why = exception_chain(exc)[-1]
+            self._compile_failed = f"{type(why).__name__}: {str(why).splitlines()[0][:200]}" \
+                if str(why) else type(why).__name__
+        # compile failed: eager from now on, with a dynamic cache, and labelled so
+        self._cache, self._cache_shape = None, None
+        self._reset_compiled()
+        self.model.generation_config.disable_compile = True
+        return generate_exact(self.model, self._ids(shape), shape.output_len, None, synced_mark)
+
     def warm_up(self, shape: Shape, calls: int) -> None:
+        before = _CaptureCounter.count
         for _ in range(calls):
-            self.call(shape)
+            self._generate(shape)
+        self._captures_in_warm_up += _CaptureCounter.count - before
 
     def call(self, shape: Shape) -> CallResult:
-        return generate_exact(self.model, self._ids(shape), shape.output_len)
+        before = _CaptureCounter.count
+        # On CUDA the first-token mark synchronises the device once per call (at the
+        # first token only), so TTFT and the timeline split mean prefill's end, not the
+        # moment its kernels were queued.
+        result = self._generate(shape, synced_mark=True)
+        self._captures_in_calls += _CaptureCounter.count - before
+        return result
+
+    def first_token_marks(self, shape: Shape) -> tuple[CallResult, CallResult]:
+        """One call with the unsynced first-token mark and one with a synced mark."""
+        return self._generate(shape), self._generate(shape, synced_mark=True)
 
     def describe(self) -> dict[str, Any]:
         from importlib import metadata
 
-        compiled = self.torch_device.startswith("cuda") and self.compile
-        cfg = getattr(self.model, "config", None)
+        cfg: Any = getattr(self.model, "config", None)
+        experts = None
+        if self.model is not None and hasattr(self.model, "get_experts_implementation") and \
+                (getattr(cfg, "num_experts", None) or getattr(cfg, "num_local_experts", None)):
+            experts = self.model.get_experts_implementation().get("")
+        compiled = self.compiled
+        shape = self._cell_shape
         return {"name": self.engine, "version": metadata.version("transformers"),
                 "torch": metadata.version("torch"), "compiled": compiled,
+                "mode": "compiled" if compiled else
+                ("eager (compile failed)" if self._compile_failed else "eager"),
+                "compile_error": self._compile_failed,
                 "cache": "static" if compiled else "dynamic",
-                "attention": getattr(cfg, "_attn_implementation", None)}
+                "cache_len": shape.input_len + shape.output_len if compiled and shape
+                else None,
+                "attention": getattr(cfg, "_attn_implementation", None),
+                "attention_span": "cache_len" if compiled else "context",
+                "experts": experts,
+                "cuda_graphs": bool(compiled and self.torch_device.startswith("cuda")),
+                "graph_captures_in_warm_up": self._captures_in_warm_up,
+                "graph_captures_in_windows": self._captures_in_calls,
+                "peak_memory_bytes": self._peak_memory_bytes()}
+
+    def _peak_memory_bytes(self) -> int | None:
+        """Most memory PyTorch's tensors held on the GPU since the cell began."""
+        if not self.torch_device.startswith("cuda"):
+            return None
+        import torch
+
+        return int(torch.cuda.max_memory_allocated(self.torch_device))
 
     def close(self) -> None:
+        """Drop the model, its cache, compiled code and graphs (the caller frees memory)."""
+        if self.model is not None:
+            self._reset_compiled()
+        self._cache, self._cache_shape = None, None
         self.model = None
         self._prompts = {}
 

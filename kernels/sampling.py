@@ -57,7 +57,7 @@ def bind(addresses: dict[str, int]) -> None:
     libc = ctypes.CDLL(None)
     table = dict(addresses)
     for name in ("clock_gettime", "clock_nanosleep"):
-        table[name] = ctypes.cast(getattr(libc, name), ctypes.c_void_p).value
+        table[name] = ctypes.cast(getattr(libc, name), ctypes.c_void_p).value or 0
     for name, addr in table.items():
         if not addr:
             raise ValueError(f"no address for {name}")

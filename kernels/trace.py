@@ -223,7 +223,8 @@ def _cumulative(kernel, t_ns, values, q_ns, name: str) -> np.ndarray:
     v = checks.values(values, t.shape[0], name, scan=False)
     q = _queries(q_ns)
     out = np.empty(q.shape[0], np.float64)
-    _raise(*kernel(t, v, q, out), name)
+    code, i = kernel(t, v, q, out)
+    _raise(code, i, name)
     return out
 
 

@@ -10,7 +10,7 @@ counts as killed (an endless loop is a detected change). Run with NUMBA_DISABLE_
 a mutant in a kernel runs as plain Python at once.
 
 Usage: mutate.py --group "MODULE[:func,func] ...|TEST ..." [--group ...]
-       [--equivalent FILE] [--timeout-factor F] [--list]
+       [--equivalent FILE] [--timeout-factor F] [--list] [--only FILE]
 
 MODULE is a path from the repository root (kernels/x.py is bench.kernels.x). Survivors
 listed in the equivalent file (one id a line, then `  # why`) are reported apart and
@@ -190,12 +190,15 @@ def main(argv=None) -> int:
     ap.add_argument("--equivalent", type=Path)
     ap.add_argument("--timeout-factor", type=float, default=4.0)
     ap.add_argument("--list", action="store_true", help="list the mutants and stop")
+    ap.add_argument("--only", type=Path,
+                    help="run only the mutants whose ids this file lists (one a line)")
     args = ap.parse_args(argv)
     os.chdir(ROOT)
     sys.path.insert(0, str(ROOT))
     for lib in ("numpy", "numba", "pytest", "hypothesis", "pandas"):
         importlib.import_module(lib)  # once, in the parent: children start warm
     equivalent = read_equivalent(args.equivalent)
+    only = set(read_equivalent(args.only)) if args.only else None
     total = killed = 0
     survivors, equiv_seen = [], []
     t_start = time.monotonic()
@@ -210,6 +213,8 @@ def main(argv=None) -> int:
         for spec in mods.split():
             path, _, funcs = spec.partition(":")
             ms = mutants_of(path, set(funcs.split(",")) if funcs else None)
+            if only is not None:
+                ms = [m for m in ms if m.ident in only]
             print(f"{path}{':' + funcs if funcs else ''}: {len(ms)} mutants, tests "
                   f"{' '.join(tests)} (timeout {timeout_s:.0f} s)", flush=True)
             for m in ms:

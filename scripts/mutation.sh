@@ -9,7 +9,7 @@
 set -euo pipefail
 
 # Modules (path[:function,...]) and the tests that must kill their mutants.
-FIGURES="bench/results/figures.py:repeat_figures,cell_figures,phases,weakest_method,idle_power_w,run_summary"
+FIGURES="bench/results/figures.py:repeat_figures,cell_figures,_edge_bound_rel,phases,weakest_method,idle_power_w,run_summary"
 FIGURE_TESTS="tests/test_figures_known_answer.py"
 ECON="bench/econ/formulas.py"
 ECON_TESTS="tests/test_econ.py tests/test_econ_known_answer.py"

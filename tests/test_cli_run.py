@@ -19,7 +19,7 @@ def test_run_writes_document_and_prints_table(tmp_path, capsys):
     printed = capsys.readouterr().out
     assert "tiny-llama" in printed and "out tok/J" in printed and "estimate" in printed
     doc = json.loads((out / "result.json").read_text())
-    assert doc["schema"] == "joulebench/result" and doc["schema_version"] == 2
+    assert doc["schema"] == "joulebench/result" and doc["schema_version"] == 3
     assert doc["status"] == "complete"
     assert doc["provenance"]["harness"]["version"]
     assert doc["provenance"]["libraries"]["torch"]

@@ -8,10 +8,10 @@ import subprocess
 import sys
 import time
 
-import pytest
-
 from bench import runner
 from bench.results import io
+
+from .timing import assert_cell_power_within_trace_bound, wait_until
 
 SMALL = ["--input-len", "8", "--output-len", "4", "--min-window-s", "0.3", "--repeats", "2",
          "--quiet"]
@@ -37,6 +37,15 @@ def wait_for_cells(journal, n, proc, timeout=120):
         assert proc.poll() is None, proc.stderr.read()
         time.sleep(0.05)
     raise AssertionError("the run did not get that far")
+
+
+def process_alive(pid):
+    """Whether ``pid`` runs (a zombie, dead but not reaped by an adopting parent, has not)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
 
 
 def test_resume_after_kill_9_loses_at_most_the_cell_in_flight(tmp_path):
@@ -107,8 +116,10 @@ def test_one_worker_per_gpu_over_two_devices_and_contention(fake_nvml_dir, tmp_p
     doc = json.loads((out / "result.json").read_text())
     by_dev = {c["device"]: c for c in doc["cells"]}
     assert set(by_dev) == {"gpu0", "gpu1"}
-    assert by_dev["gpu0"]["figures"]["mean_power_w"] == pytest.approx(200, rel=1e-2)
-    assert by_dev["gpu1"]["figures"]["mean_power_w"] == pytest.approx(300, rel=1e-2)
+    for dev, power_w in (("gpu0", 200.0), ("gpu1", 300.0)):
+        # was a fixed 1% (303.4 W was seen for 300 W on a busy machine): now the bound
+        # this run's own sampling allows, see tests/timing.py
+        assert_cell_power_within_trace_bound(out, by_dev[dev], power_w)
     assert not by_dev["gpu0"]["contended"]
     assert by_dev["gpu1"]["contended"] and by_dev["gpu1"]["other_pids"] == [4000000, 4000001]
     # one worker process per GPU
@@ -171,10 +182,11 @@ def test_gpu_run_killed_and_resumed_keeps_its_trace(fake_nvml_dir, tmp_path):
     out = tmp_path / "run"
     p = start("run", "--gpu", "0", "--batch", "1,2,3", *SMALL, "--dtype", "fp32",
               "--no-phases", "--idle-s", "0.3", "--out", str(out), env=env)
-    wait_for_cells(out / "journal.jsonl", 1, p)
+    (first,) = wait_for_cells(out / "journal.jsonl", 1, p)[:1]
     p.send_signal(signal.SIGKILL)  # the parent; its worker follows when the queue breaks
     p.wait()
-    time.sleep(1.0)
+    # Was a fixed 1 s sleep: wait until the worker has really gone, however busy the CPU
+    assert wait_until(lambda: not process_alive(first["pid"]), timeout_s=60)
     r = bench("run", "--resume", str(out), "--quiet", env=env)
     assert r.returncode == 0, r.stderr
     doc = json.loads((out / "result.json").read_text())
@@ -187,14 +199,20 @@ def test_gpu_run_killed_and_resumed_keeps_its_trace(fake_nvml_dir, tmp_path):
 def test_sigterm_with_gpu_workers(fake_nvml_dir, tmp_path):
     env = gpu_env(fake_nvml_dir, "base_w=220", tmp_path)
     out = tmp_path / "run"
+    t_start = time.monotonic()
     p = start("run", "--gpu", "0", "--batch", "1,2,3,4,5", *SMALL, "--dtype", "fp32",
               "--no-phases", "--idle-s", "0.3", "--out", str(out), env=env)
     wait_for_cells(out / "journal.jsonl", 1, p)
     t = time.monotonic()
+    startup_s = t - t_start  # start-up, idle baseline and one cell, on this machine now
     p.send_signal(signal.SIGTERM)
-    _, err = p.communicate(timeout=60)
+    _, err = p.communicate(timeout=120)
     assert p.returncode == 143, err
-    assert time.monotonic() - t < 15
+    # Stopping finishes at most the cell in flight and writes the document: it must not
+    # take longer than starting up and measuring the first cell took in the same
+    # conditions (15 s as before where start-up was quicker; ~4 s seen beside a CPU hog)
+    assert time.monotonic() - t < max(15.0, startup_s), startup_s
     doc = json.loads((out / "result.json").read_text())
     assert doc["status"] == "interrupted" and doc["trace"]["file"] == "trace.parquet"
+    assert len(doc["cells"]) < 5  # stopped early, not after the sweep
     assert bench("validate", str(out), env=env).returncode == 0

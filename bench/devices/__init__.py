@@ -67,11 +67,16 @@ class Device:
 
 @dataclass(frozen=True)
 class Inventory:
-    """What this machine has: GPUs (maybe none, with the reason) and the CPU."""
+    """What this machine has: GPUs (maybe none, with the reason) and the CPU.
+
+    ``skipped`` holds the GPUs that exist but cannot be measured, each as one line
+    (``GPU 1: ...``): a GPU whose NVML handle fails, one in MIG mode.
+    """
 
     gpus: tuple[Device, ...]
     gpu_reason: str | None
     cpu: Device
+    skipped: tuple[str, ...] = ()
 
 
 def cpu_device() -> Device:
@@ -83,25 +88,37 @@ def cpu_device() -> Device:
 
 
 def discover() -> Inventory:
-    """Find the GPUs (through NVML) and the CPU. Never raises for a missing GPU."""
+    """Find the GPUs (through NVML) and the CPU. Never raises for a missing GPU.
+
+    A GPU that cannot be measured is skipped with a one-line reason and the others are
+    kept: one whose NVML handle, UUID or name fails, and one in MIG mode (CUDA then sees
+    its instances, not the GPU, and NVML's energy counter covers the whole board).
+    """
     # CUDA numbers devices fastest-first unless told otherwise; NVML by PCI bus id.
     # Making CUDA follow the bus order keeps `--gpu 2` the GPU nvidia-smi calls 2.
     os.environ.setdefault("CUDA_DEVICE_ORDER", "PCI_BUS_ID")
     from bench.devices import nvml
 
     gpus: list[Device] = []
+    skipped: list[str] = []
     reason: str | None = None
     try:
-        for g in nvml.discover():
-            info = g.to_dict()
-            for k in ("index", "uuid", "name"):
-                info.pop(k)
-            gpus.append(Device("cuda", g.index, g.name, g.uuid, info))
-        if not gpus:
-            reason = "NVML reports no GPU"
+        found, failed = nvml.discover_each()
     except SensorError as exc:
-        reason = str(exc)
-    return Inventory(tuple(gpus), reason, cpu_device())
+        found, failed, reason = [], [], str(exc)
+    skipped.extend(f"GPU {i}: {why}" for i, why in failed)
+    for g in found:
+        if g.mig_mode:
+            skipped.append(f"GPU {g.index}: MIG mode is on (CUDA sees its instances, not the "
+                           "GPU); turn MIG off to measure it")
+            continue
+        info = g.to_dict()
+        for k in ("index", "uuid", "name"):
+            info.pop(k)
+        gpus.append(Device("cuda", g.index, g.name, g.uuid, info))
+    if not gpus and reason is None:
+        reason = "NVML reports no GPU" if not skipped else "no GPU can be measured"
+    return Inventory(tuple(gpus), reason, cpu_device(), tuple(skipped))
 
 
 def parse_gpu_spec(spec: str | list[int]) -> str | list[int]:
@@ -138,17 +155,23 @@ def select(spec: str | list[int],
 
     ``auto`` (the default) takes every GPU, or the CPU where there is none, silently;
     ``all`` takes every GPU and says so when it falls back to the CPU; ``none`` runs on
-    the CPU; indices must exist.
+    the CPU; indices must exist. GPUs that exist but were skipped (see :func:`discover`)
+    are named in the notice; if every GPU was skipped, ``auto`` and ``all`` stop rather
+    than measure the CPU in their place.
 
     Raises:
-        BenchError: an index that does not exist.
+        BenchError: an index that does not exist or was skipped; every GPU skipped.
     """
     parsed = parse_gpu_spec(spec)
     if parsed == "none":
         return [inventory.cpu], None
+    skipped = "; ".join(inventory.skipped) or None
     if isinstance(parsed, str):  # all | auto
         if inventory.gpus:
-            return list(inventory.gpus), None
+            return list(inventory.gpus), (f"skipped {skipped}" if skipped else None)
+        if skipped:
+            raise BenchError(f"no GPU can be measured ({skipped}); --gpu none measures "
+                             "the CPU")
         notice = None
         if parsed == "all":
             notice = f"no CUDA GPU found ({inventory.gpu_reason}); running on the CPU"
@@ -156,6 +179,9 @@ def select(spec: str | list[int],
     by_index = {g.gpu_index: g for g in inventory.gpus}
     missing = [i for i in parsed if i not in by_index]
     if missing:
+        why = [s for s in inventory.skipped if s.startswith(f"GPU {missing[0]}:")]
+        if why:
+            raise BenchError(f"--gpu {','.join(map(str, parsed))}: cannot measure {why[0]}")
         have = (f"this machine has GPUs {sorted(by_index)}" if by_index
                 else f"this machine has no CUDA GPU ({inventory.gpu_reason})")
         raise BenchError(f"--gpu {','.join(map(str, parsed))}: no GPU {missing[0]}; {have}")

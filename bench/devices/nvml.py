@@ -1,8 +1,11 @@
 """NVIDIA GPUs through NVML: the only module that imports pynvml.
 
 Milliwatts and millijoules exist only here; everything leaving this module is in W and J.
-NVML errors, a missing driver library and a missing symbol all become the project's own
-exceptions (:class:`bench.errors.NoSensor`, :class:`bench.errors.SensorError`).
+Every NVML call goes through one wrapper (:func:`_call`) and one table of return codes
+(``_ERRORS``), so NVML errors, a missing driver library and a missing symbol all become the
+project's own exceptions (:class:`bench.errors.NoSensor`, :class:`bench.errors.SensorError`)
+with the same reason text everywhere; the sampler's per-sample codes are put into words by
+:func:`status_text`, from the same table.
 """
 
 from __future__ import annotations
@@ -18,21 +21,61 @@ FIELD_TOTAL_ENERGY = 83  # NVML_FI_DEV_TOTAL_ENERGY_CONSUMPTION, mJ
 FIELD_POWER_AVERAGE = 185  # NVML_FI_DEV_POWER_AVERAGE, mW
 FIELD_POWER_INSTANT = 186  # NVML_FI_DEV_POWER_INSTANT, mW
 
+SUCCESS = pynvml.NVML_SUCCESS  # the return code of a read that worked (sampler status)
+GPU_IS_LOST = pynvml.NVML_ERROR_GPU_IS_LOST
+
+# The one table of NVML return codes: (exception, reason). NoSensor where the reading does
+# not exist here (absent, unsupported, not permitted, no library or driver): the value is
+# null for good. SensorError for everything else: something that should have worked failed.
+_ERRORS: dict[int, tuple[type[SensorError], str]] = {
+    pynvml.NVML_ERROR_UNINITIALIZED: (SensorError, "NVML is not initialised"),
+    pynvml.NVML_ERROR_INVALID_ARGUMENT: (SensorError, "invalid argument (no such GPU?)"),
+    pynvml.NVML_ERROR_NOT_SUPPORTED: (NoSensor, "not supported on this GPU"),
+    pynvml.NVML_ERROR_NO_PERMISSION: (NoSensor, "no permission to read it"),
+    pynvml.NVML_ERROR_NOT_FOUND: (NoSensor, "not found"),
+    pynvml.NVML_ERROR_DRIVER_NOT_LOADED: (NoSensor, "no NVIDIA driver is loaded"),
+    pynvml.NVML_ERROR_LIBRARY_NOT_FOUND: (
+        NoSensor, "no NVIDIA driver: the NVML library (libnvidia-ml.so.1) is not found"),
+    pynvml.NVML_ERROR_FUNCTION_NOT_FOUND: (NoSensor, "the NVML library lacks this function"),
+    pynvml.NVML_ERROR_GPU_NOT_FOUND: (NoSensor, "no such GPU"),
+    pynvml.NVML_ERROR_GPU_IS_LOST: (
+        SensorError, "GPU is lost: it stopped responding or fell off the bus; its readings "
+        "after this point are missing (the GPU needs a reset or a reboot)"),
+    pynvml.NVML_ERROR_RESET_REQUIRED: (SensorError, "the GPU needs a reset"),
+    pynvml.NVML_ERROR_LIB_RM_VERSION_MISMATCH: (
+        SensorError, "the NVML library and the kernel driver versions differ"),
+    pynvml.NVML_ERROR_TIMEOUT: (SensorError, "timed out"),
+    pynvml.NVML_ERROR_NO_DATA: (SensorError, "no data yet"),
+    pynvml.NVML_ERROR_INSUFFICIENT_SIZE: (SensorError, "buffer too small"),
+}
+
 _lock = threading.Lock()
 _init_count = 0
 
 
-def _translate(exc: pynvml.NVMLError, what: str) -> SensorError:
-    code = getattr(exc, "value", None)
-    if code in (pynvml.NVML_ERROR_LIBRARY_NOT_FOUND, pynvml.NVML_ERROR_DRIVER_NOT_LOADED):
-        return NoSensor(f"no NVIDIA driver: {exc}")
-    if code == pynvml.NVML_ERROR_FUNCTION_NOT_FOUND:
-        return NoSensor(f"{what}: the NVML library lacks this function ({exc})")
-    if code == pynvml.NVML_ERROR_NOT_SUPPORTED:
-        return NoSensor(f"{what}: not supported on this GPU")
-    if code == pynvml.NVML_ERROR_GPU_IS_LOST:
-        return SensorError(f"{what}: GPU is lost ({exc})")
-    return SensorError(f"{what}: {exc}")
+def status_text(code: int | None) -> str:
+    """An NVML return code in words (the sampler's per-sample status); None: no samples."""
+    if code is None:
+        return "no samples"
+    if code in _ERRORS:
+        return _ERRORS[code][1]
+    return f"NVML error {code}"
+
+
+def error(code: int, what: str) -> SensorError:
+    """The project's exception for NVML return ``code`` of the read ``what``."""
+    cls = _ERRORS[code][0] if code in _ERRORS else SensorError
+    return cls(f"{what}: {status_text(code)}")
+
+
+def _call(what: str, fn, *args):
+    """Call one pynvml function; every NVML failure leaves as NoSensor or SensorError."""
+    try:
+        return fn(*args)
+    except pynvml.NVMLError as exc:
+        raise error(exc.value, what) from exc
+    except OSError as exc:  # the library file exists but cannot be loaded
+        raise NoSensor(f"{what}: no usable NVIDIA driver library ({exc})") from exc
 
 
 def init() -> None:
@@ -44,12 +87,7 @@ def init() -> None:
     """
     global _init_count
     with _lock:
-        try:
-            pynvml.nvmlInit()
-        except pynvml.NVMLError as exc:
-            raise _translate(exc, "nvmlInit") from exc
-        except OSError as exc:  # a broken library file
-            raise NoSensor(f"no usable NVIDIA driver library: {exc}") from exc
+        _call("NVML", pynvml.nvmlInit)
         _init_count += 1
 
 
@@ -61,8 +99,8 @@ def shutdown() -> None:
             return
         _init_count -= 1
         try:
-            pynvml.nvmlShutdown()
-        except pynvml.NVMLError:
+            _call("nvmlShutdown", pynvml.nvmlShutdown)
+        except SensorError:
             pass
 
 
@@ -85,10 +123,11 @@ class GpuInfo:
         return asdict(self)
 
 
-def _maybe(fn, *args):
+def _maybe(what: str, fn, *args):
+    """An optional provenance read: None where NVML cannot say (the reason is not kept)."""
     try:
-        return fn(*args)
-    except pynvml.NVMLError:
+        return _call(what, fn, *args)
+    except SensorError:
         return None
 
 
@@ -98,47 +137,38 @@ def _str(value) -> str:
 
 def handle(index: int):
     """The NVML handle of GPU ``index`` (NVML index, as nvidia-smi shows it)."""
-    try:
-        return pynvml.nvmlDeviceGetHandleByIndex(index)
-    except pynvml.NVMLError as exc:
-        raise _translate(exc, f"GPU {index}") from exc
+    return _call(f"GPU {index}", pynvml.nvmlDeviceGetHandleByIndex, index)
 
 
 def read_energy_j(h) -> float:
     """The GPU's cumulative energy counter in J (mJ since the driver loaded)."""
-    try:
-        return pynvml.nvmlDeviceGetTotalEnergyConsumption(h) * 1e-3
-    except pynvml.NVMLError as exc:
-        raise _translate(exc, "energy counter") from exc
+    return _call("energy counter", pynvml.nvmlDeviceGetTotalEnergyConsumption, h) * 1e-3
 
 
 def read_power_w(h) -> float:
     """nvmlDeviceGetPowerUsage in W (a 1 s average on Ampere and newer, except GA100)."""
-    try:
-        return pynvml.nvmlDeviceGetPowerUsage(h) * 1e-3
-    except pynvml.NVMLError as exc:
-        raise _translate(exc, "power") from exc
+    return _call("power", pynvml.nvmlDeviceGetPowerUsage, h) * 1e-3
 
 
 def read_field_power_w(h, field_id: int) -> float:
     """One power field (185 average, 186 instant) in W."""
-    try:
-        values = pynvml.nvmlDeviceGetFieldValues(h, [field_id])
-    except pynvml.NVMLError as exc:
-        raise _translate(exc, f"field {field_id}") from exc
-    v = values[0]
-    if v.nvmlReturn != pynvml.NVML_SUCCESS:
-        raise _translate(pynvml.NVMLError(v.nvmlReturn), f"field {field_id}")
+    what = f"field {field_id}"
+    v = _call(what, pynvml.nvmlDeviceGetFieldValues, h, [field_id])[0]
+    if v.nvmlReturn != SUCCESS:  # the call can succeed while the field itself failed
+        raise error(v.nvmlReturn, what)
     return v.value.uiVal * 1e-3
 
 
 def gpu_info(index: int) -> GpuInfo:
     """Discover one GPU's identity and settings (reads only; never changes a setting)."""
     h = handle(index)
-    limit_mw = _maybe(pynvml.nvmlDeviceGetEnforcedPowerLimit, h)
-    mem = _maybe(pynvml.nvmlDeviceGetMemoryInfo, h)
-    mig = _maybe(pynvml.nvmlDeviceGetMigMode, h)
-    driver = _maybe(pynvml.nvmlSystemGetDriverVersion)
+    limit_mw = _maybe("power limit", pynvml.nvmlDeviceGetEnforcedPowerLimit, h)
+    mem = _maybe("memory", pynvml.nvmlDeviceGetMemoryInfo, h)
+    mig = _maybe("MIG mode", pynvml.nvmlDeviceGetMigMode, h)
+    driver = _maybe("driver version", pynvml.nvmlSystemGetDriverVersion)
+    sm_mhz = _maybe("SM clock", pynvml.nvmlDeviceGetMaxClockInfo, h, pynvml.NVML_CLOCK_SM)
+    mem_mhz = _maybe("memory clock", pynvml.nvmlDeviceGetMaxClockInfo, h,
+                     pynvml.NVML_CLOCK_MEM)
     try:
         read_energy_j(h)
         has_counter = True
@@ -146,13 +176,13 @@ def gpu_info(index: int) -> GpuInfo:
         has_counter = False
     return GpuInfo(
         index=index,
-        uuid=_str(pynvml.nvmlDeviceGetUUID(h)),
-        name=_str(pynvml.nvmlDeviceGetName(h)),
+        uuid=_str(_call(f"GPU {index} UUID", pynvml.nvmlDeviceGetUUID, h)),
+        name=_str(_call(f"GPU {index} name", pynvml.nvmlDeviceGetName, h)),
         driver=_str(driver) if driver is not None else None,
         power_limit_w=limit_mw * 1e-3 if limit_mw is not None else None,
         memory_total_bytes=int(mem.total) if mem is not None else None,
-        sm_clock_max_mhz=_maybe(pynvml.nvmlDeviceGetMaxClockInfo, h, pynvml.NVML_CLOCK_SM),
-        mem_clock_max_mhz=_maybe(pynvml.nvmlDeviceGetMaxClockInfo, h, pynvml.NVML_CLOCK_MEM),
+        sm_clock_max_mhz=sm_mhz,
+        mem_clock_max_mhz=mem_mhz,
         mig_mode=bool(mig[0]) if mig is not None else None,
         has_energy_counter=has_counter,
     )
@@ -166,10 +196,7 @@ def discover() -> list[GpuInfo]:
     """
     init()
     try:
-        try:
-            count = pynvml.nvmlDeviceGetCount()
-        except pynvml.NVMLError as exc:
-            raise _translate(exc, "nvmlDeviceGetCount") from exc
+        count = _call("GPU count", pynvml.nvmlDeviceGetCount)
         return [gpu_info(i) for i in range(count)]
     finally:
         shutdown()
@@ -210,7 +237,7 @@ def handle_address(h) -> int:
     """The NVML device handle as an integer: the pointer NVML's C functions expect."""
     import ctypes
 
-    return int(ctypes.cast(h, ctypes.c_void_p).value)
+    return int(ctypes.cast(h, ctypes.c_void_p).value or 0)
 
 
 def function_addresses(names) -> dict[str, int]:
@@ -223,13 +250,13 @@ def function_addresses(names) -> dict[str, int]:
 
     lib = pynvml.nvmlLib
     if lib is None:
-        raise SensorError("NVML is not initialised")
+        raise error(pynvml.NVML_ERROR_UNINITIALIZED, "NVML functions")
     out = {}
     for name in names:
         try:
-            out[name] = int(ctypes.cast(getattr(lib, name), ctypes.c_void_p).value)
+            out[name] = int(ctypes.cast(getattr(lib, name), ctypes.c_void_p).value or 0)
         except AttributeError:
-            raise NoSensor(f"the NVML library lacks {name}") from None
+            raise error(pynvml.NVML_ERROR_FUNCTION_NOT_FOUND, name) from None
     return out
 
 
@@ -253,10 +280,32 @@ def compute_pids(index: int) -> list[int]:
     init()
     try:
         h = handle(index)
-        try:
-            procs = pynvml.nvmlDeviceGetComputeRunningProcesses(h)
-        except pynvml.NVMLError as exc:
-            raise _translate(exc, "compute processes") from exc
+        procs = _call("compute processes", pynvml.nvmlDeviceGetComputeRunningProcesses, h)
         return [int(p.pid) for p in procs]
+    finally:
+        shutdown()
+
+
+# --- Per-GPU discovery (issue 11): one GPU that fails never hides the others. ---
+
+def discover_each() -> tuple[list[GpuInfo], list[tuple[int, str]]]:
+    """Every GPU NVML sees that answers, and (index, one-line reason) for each that does
+    not (its handle, UUID or name fails).
+
+    Raises:
+        NoSensor: no driver library or no driver.
+        SensorError: NVML cannot count its GPUs.
+    """
+    init()
+    try:
+        count = _call("nvmlDeviceGetCount", pynvml.nvmlDeviceGetCount)
+        found: list[GpuInfo] = []
+        failed: list[tuple[int, str]] = []
+        for i in range(count):
+            try:
+                found.append(gpu_info(i))  # every NVML failure translated in gpu_info
+            except SensorError as exc:
+                failed.append((i, str(exc)))
+        return found, failed
     finally:
         shutdown()

@@ -209,7 +209,9 @@ def build(spec: ModelSpec, dtype: str, device: str, seed: int = 0):
     """Build the model with seeded random weights, in eval mode, directly on ``device``.
 
     Allocating and initialising on the target device (not on the CPU, then copying)
-    keeps an 8B model's build to seconds on a GPU and off the host's memory.
+    keeps an 8B model's build to seconds on a GPU and off the host's memory. Local
+    weights load straight onto the device too (``device_map``): loading a 70B model on
+    the CPU first would need 141 GB of host memory.
     """
     import torch
     from transformers import AutoModelForCausalLM
@@ -220,13 +222,15 @@ def build(spec: ModelSpec, dtype: str, device: str, seed: int = 0):
         os.environ["HF_HUB_OFFLINE"] = "1"  # a local path only: never a download
         try:
             model = AutoModelForCausalLM.from_pretrained(
-                spec.weights, dtype=torch_dtype(dtype), local_files_only=True)
+                spec.weights, dtype=torch_dtype(dtype), local_files_only=True,
+                device_map={"": device})
         except (OSError, ValueError) as exc:
             raise BenchError(f"cannot load weights from {spec.weights}: {exc}") from None
-        return model.to(device).eval()  # type: ignore[arg-type]  # transformers' stub
+        return model.eval()
     torch.manual_seed(seed)
     if device.startswith("cuda"):
         torch.cuda.manual_seed_all(seed)
     with torch.device(device):
         model = AutoModelForCausalLM.from_config(spec.hf_config(), dtype=torch_dtype(dtype))
     return model.eval()
+

@@ -129,11 +129,12 @@ def _edge_bound_rel(repeats: list[dict], scope: str) -> float | None:
     worst = None
     for r in repeats:
         e = _energy(r, scope)
-        bounds = [(rd.get("stats") or {}).get("edge_bound_j")
-                  for rd in r.get("readings", []) if rd.get("scope") == scope]
+        bounds: list[float | None] = [(rd.get("stats") or {}).get("edge_bound_j")
+                                      for rd in r.get("readings", [])
+                                      if rd.get("scope") == scope]
         if not bounds or None in bounds or e is None or e <= 0:
             return None
-        rel = sum(bounds) / e
+        rel = sum(b for b in bounds if b is not None) / e
         worst = rel if worst is None else max(worst, rel)
     return worst
 

@@ -348,6 +348,30 @@ const char *nvmlErrorString(int r) {
     }
 }
 
+/* ---- Issue 11 (GPU path): keys read apart from parse(), for discovery tests ----
+ *   mig [0]            1: MIG mode is on (nvmlDeviceGetMigMode reports 1)
+ *   handle_fails [0]   1: nvmlDeviceGetHandleByIndex fails (Unknown Error) for this GPU
+ * Read from FAKE_NVML_DEVICES as parse() reads it; the device's position is its index. */
+#define NVML_ERROR_UNKNOWN 999
+static double extra_key(int index, const char *want, double dflt) {
+    const char *env = getenv("FAKE_NVML_DEVICES");
+    char buf[4096];
+    snprintf(buf, sizeof buf, "%s", env ? env : "");
+    char *save1 = NULL;
+    int i = 0;
+    for (char *dev = strtok_r(buf, ";", &save1); dev; dev = strtok_r(NULL, ";", &save1), i++) {
+        if (i != index) continue;
+        char *save2 = NULL;
+        for (char *kv = strtok_r(dev, ",", &save2); kv; kv = strtok_r(NULL, ",", &save2)) {
+            char key[32];
+            double v;
+            if (sscanf(kv, "%31[^=]=%lf", key, &v) == 2 && !strcmp(key, want)) return v;
+        }
+    }
+    return dflt;
+}
+/* ---- end of issue 11 block ---- */
+
 int nvmlDeviceGetCount_v2(unsigned int *count) {
     if (refcount <= 0) return NVML_ERROR_UNINITIALIZED;
     *count = ndev;
@@ -357,6 +381,7 @@ int nvmlDeviceGetCount_v2(unsigned int *count) {
 int nvmlDeviceGetHandleByIndex_v2(unsigned int i, void **h) {
     if (refcount <= 0) return NVML_ERROR_UNINITIALIZED;
     if ((int)i >= ndev) return NVML_ERROR_INVALID_ARGUMENT;
+    if (extra_key((int)i, "handle_fails", 0) != 0) return NVML_ERROR_UNKNOWN; /* issue 11 */
     *h = &devs[i];
     return NVML_SUCCESS;
 }
@@ -398,7 +423,7 @@ int nvmlDeviceGetMaxClockInfo(void *h, int type, unsigned int *mhz) {
 
 int nvmlDeviceGetMigMode(void *h, unsigned int *cur, unsigned int *pend) {
     dev_t_ *d; int r = enter(h, &d); if (r) return r;
-    *cur = 0; *pend = 0;
+    *cur = *pend = extra_key(d->index, "mig", 0) != 0; /* issue 11 */
     return NVML_SUCCESS;
 }
 

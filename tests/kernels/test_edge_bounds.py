@@ -247,3 +247,39 @@ def test_empty_and_single_sample_traces(f):
             np.array(t, np.int64), np.array(e), [S])
         assert np.isnan(est[0]) and np.isnan(low[0]) and np.isnan(high[0])
         assert np.isnan(period)
+
+
+@pytest.mark.parametrize("f", [T, R])
+def test_refreshes_unwrap_resets_and_allow_repeated_times(f):
+    t = np.array([0, 1, 2, 3], np.int64) * S
+    # a reset to 5 J after 110 J: unwrapped 100, 110, 115, 125
+    lo, hi, v = f.counter_refreshes(t, [100.0, 110.0, 5.0, 15.0])
+    assert list(v) == [110.0, 115.0, 125.0] and list(hi) == [S, 2 * S, 3 * S]
+    # two samples at one time (allowed): the change is seen at the first of them
+    lo, hi, v = f.counter_refreshes(np.array([0, S, S, 2 * S]), [0.0, 1.0, 1.0, 2.0])
+    assert list(lo) == [0, S] and list(hi) == [S, 2 * S] and list(v) == [1.0, 2.0]
+
+
+@pytest.mark.parametrize("f", [T, R])
+def test_period_is_refitted_on_the_reads_seen_soonest(f):
+    # reads 0, 0, 1, 0 ms late on a 100 ms grid. All four: slope 500.5 / 5 = 100.1 ms,
+    # residuals 0, -0.1, 0.8, -0.3 ms around a median of -0.05: the lower half is the
+    # reads at 200 and 400 ms, whose slope is exactly 100 ms
+    hi = np.array([100, 200, 301, 400], np.int64) * MS
+    u, period = f.refresh_times_ns(hi - 5 * MS, hi)
+    assert period == pytest.approx(0.1, rel=1e-12)
+    assert list(u) == [100 * MS, 200 * MS, 300 * MS, 400 * MS]
+
+
+@pytest.mark.parametrize("f", [T, R])
+def test_period_from_two_neighbouring_soonest_reads_and_from_three_refreshes(f):
+    # reads 0.6, 0, 0, 0.2 ms late: all four give 499.4 / 5 = 99.88 ms; residuals 0,
+    # -0.48, -0.36, 0.04 around a median of -0.18 keep the reads at 200 and 300 ms:
+    # 100 ms exactly, and the grid then puts every refresh back on it
+    hi = np.array([100_600_000, 200_000_000, 300_000_000, 400_200_000], np.int64)
+    u, period = f.refresh_times_ns(hi - 5 * MS, hi)
+    assert period == pytest.approx(0.1, rel=1e-12)
+    assert list(u) == [100 * MS, 200 * MS, 300 * MS, 400 * MS]
+    # three refreshes are enough for a period
+    u, period = f.refresh_times_ns(np.array([95, 195, 295]) * MS, np.array([100, 200, 300]) * MS)
+    assert period == pytest.approx(0.1, rel=1e-12)

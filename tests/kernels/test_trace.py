@@ -175,11 +175,11 @@ def test_duplicated_samples_change_nothing(ts, data):
 @pytest.mark.parametrize("fn", [T, R])
 def test_counter_interpolation_and_extrapolation_by_hand(fn):
     t = np.arange(5, dtype=np.int64) * S
-    e = np.array([0.0, 10.0, 30.0, 30.0, 30.0])  # update points (1 s, 10 J), (2 s, 30 J)
+    e = np.array([0.0, 10.0, 10.0, 30.0, 30.0])  # update points (1 s, 10 J), (3 s, 30 J)
     q = [0, S // 2, S, 3 * S // 2, 2 * S, 7 * S // 2, 4 * S, 5 * S]
-    # before the first point: back along 20 J/s; between: linear; after the last: on
-    # along the last slope (20 J/s); outside the trace: NaN
-    want = [-10.0, 0.0, 10.0, 20.0, 30.0, 60.0, 70.0, np.nan]
+    # before the first point: back along 10 J/s; between: linear; after the last: on
+    # along the last slope (10 J/s over the 2 s between the points); outside: NaN
+    want = [0.0, 5.0, 10.0, 15.0, 20.0, 35.0, 40.0, np.nan]
     agree(fn.counter_cumulative_j(t, e, q), np.array(want))
     # one update point: a step there; none: constant
     agree(fn.counter_cumulative_j(t, [0.0, 0.0, 5.0, 5.0, 5.0], [S, 3 * S // 2, 2 * S, 4 * S]),

@@ -1,0 +1,67 @@
+#!/usr/bin/env bash
+# Run the test suite N times (default 10) beside a CPU hog, one busy process per core, to
+# catch tests that fail only on a busy machine. Prints each run's outcome and
+# "passed K of N"; exits 0 only if every run passed. The hog is killed at the end,
+# whatever happens (Ctrl-C included).
+#
+#   scripts/stress_suite.sh [N] [PYTEST_ARGS...]     e.g. scripts/stress_suite.sh 3 -x -q
+#
+# PYTHON selects the interpreter (default: python, else python3), as in the README's
+# `python -m pytest`; its folder goes first on PATH, as in an activated venv. Each run's
+# output is kept in $STRESS_LOG_DIR (default: a temp dir).
+set -uo pipefail
+cd "$(dirname "$0")/.."
+
+n=${1:-10}
+shift $(( $# > 0 ? 1 : 0 ))
+if ! [[ $n =~ ^[1-9][0-9]*$ ]]; then
+    echo "usage: $0 [N] [PYTEST_ARGS...]   (N: a positive number of runs)" >&2
+    exit 2
+fi
+py=${PYTHON:-$(command -v python || command -v python3)}
+# the interpreter's folder first on PATH, as an activated venv has it: tests run `bench`
+PATH="$(dirname "$py"):$PATH"
+export PATH
+logs=${STRESS_LOG_DIR:-$(mktemp -d -t joulebench-stress.XXXXXX)}
+mkdir -p "$logs"
+
+hogs=()
+stop_hogs() {
+    # only the processes this script started, by their ids
+    for pid in "${hogs[@]}"; do
+        kill "$pid" 2>/dev/null
+    done
+    for pid in "${hogs[@]}"; do
+        wait "$pid" 2>/dev/null
+    done
+    hogs=()
+}
+trap stop_hogs EXIT
+trap 'stop_hogs; exit 130' INT
+trap 'stop_hogs; exit 143' TERM
+
+cores=$(nproc 2>/dev/null || getconf _NPROCESSORS_ONLN)
+for _ in $(seq "$cores"); do
+    "$py" -c 'while True: pass' &
+    hogs+=($!)
+done
+echo "CPU hog: $cores busy processes (pids ${hogs[*]}); logs in $logs"
+
+passed=0
+for i in $(seq "$n"); do
+    start=$(date +%s)
+    "$py" -m pytest "$@" >"$logs/run-$i.log" 2>&1
+    rc=$?
+    secs=$(( $(date +%s) - start ))
+    summary=$(tail -n 1 "$logs/run-$i.log")
+    if [ "$rc" -eq 0 ]; then
+        passed=$((passed + 1))
+        echo "run $i of $n: passed (${secs} s) $summary"
+    else
+        echo "run $i of $n: FAILED rc=$rc (${secs} s) $summary"
+        grep -a -E '^(FAILED|ERROR) ' "$logs/run-$i.log" | sed 's/^/    /'
+    fi
+done
+stop_hogs
+echo "passed $passed of $n"
+[ "$passed" -eq "$n" ]

@@ -1,0 +1,50 @@
+"""scripts/stress_suite.sh: runs pytest N times beside a CPU hog and always kills the hog."""
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+SCRIPT = Path(__file__).resolve().parent.parent / "scripts" / "stress_suite.sh"
+
+
+def stress(*args, timeout=300):
+    env = {**os.environ, "PYTHON": sys.executable}
+    return subprocess.run(["bash", str(SCRIPT), *args], capture_output=True, text=True,
+                          timeout=timeout, env=env)
+
+
+def hog_pids(out):
+    return [int(p) for p in re.search(r"\(pids ([\d ]+)\)", out).group(1).split()]
+
+
+def gone(pid):
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] == "Z"
+    except OSError:
+        return True
+
+
+def test_counts_passes_and_kills_the_hog(tmp_path):
+    p = stress("1", "-q", "-p", "no:cacheprovider", "tests/test_devices.py")
+    assert p.returncode == 0, p.stdout + p.stderr
+    lines = p.stdout.strip().splitlines()
+    assert lines[-1] == "passed 1 of 1"
+    assert lines[-2].startswith("run 1 of 1: passed")
+    assert len(hog_pids(p.stdout)) == len(os.sched_getaffinity(0))  # as nproc counts
+    assert all(gone(pid) for pid in hog_pids(p.stdout))
+
+
+def test_a_failing_run_makes_it_fail_and_still_kills_the_hog(tmp_path):
+    p = stress("2", "-q", "-p", "no:cacheprovider", "tests/no_such_test_file.py")
+    assert p.returncode != 0
+    assert p.stdout.strip().splitlines()[-1] == "passed 0 of 2"
+    assert "run 2 of 2: FAILED" in p.stdout
+    assert all(gone(pid) for pid in hog_pids(p.stdout))
+
+
+def test_bad_count_is_a_usage_error():
+    p = stress("none")
+    assert p.returncode == 2 and "usage" in p.stderr
