@@ -109,8 +109,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="prompt lengths in tokens (default 32)")
     r.add_argument("--output-len", type=_int_list, default=None,
                    help="generated tokens per sequence, exact (default 32)")
-    r.add_argument("--dtype", choices=("fp32", "bf16", "fp16"), default=None,
-                   help="weights and activations (default bf16 on GPU, fp32 on CPU)")
+    r.add_argument("--dtype", choices=("fp32", "bf16", "fp16", "fp8"), default=None,
+                   help="weights and activations (default bf16 on GPU, fp32 on CPU; fp8: "
+                   "engine vllm on Hopper or newer)")
     r.add_argument("--min-window-s", type=_positive_float, default=None,
                    help="minimum measured window per repeat, s (default 5 on GPU, 2 on CPU)")
     r.add_argument("--repeats", type=_count, default=None,
@@ -147,6 +148,24 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--report", action="store_true",
                    help="write the HTML report into RUN_DIR/report at the end")
     r.add_argument("--quiet", action="store_true", help="no per-cell progress lines")
+    r.add_argument("--engine", choices=("hf", "vllm"), default=None,
+                   help="what generates the tokens: hf (reference, default) or vllm (dummy "
+                   "weights in the device worker); --endpoint measures a server instead")
+    r.add_argument("--gpu-memory-utilization", type=_positive_float, default=None,
+                   help="engine vllm: fraction of the device's memory vLLM may take (on the "
+                   "CPU backend: host memory for the KV cache; default 0.1 there, 0.9 on GPUs)")
+    r.add_argument("--endpoint", default=None, metavar="URL",
+                   help="measure an OpenAI-compatible server at URL (http://HOST:PORT/v1) "
+                   "under closed-loop load; --model is the served model's name")
+    r.add_argument("--concurrency", type=_int_list, default=None,
+                   help="with --endpoint: requests in flight, comma-separated (the batch "
+                   "axis; default 1,4,16)")
+    r.add_argument("--serve-cmd", default=None, metavar="CMD",
+                   help="with --endpoint: start the server with CMD, wait until it answers, "
+                   "stop it at the end (SIGTERM, then SIGKILL)")
+    r.add_argument("--request-timeout-s", type=_positive_float, default=None,
+                   help="with --endpoint: longest wait for a stream's next chunk, s "
+                   "(default 120)")
     r.set_defaults(func=cmd_run)
 
     me = sub.add_parser("measure", help="measure the GPU and CPU energy of any command",
@@ -327,8 +346,21 @@ def _sweep_flags(args: argparse.Namespace) -> dict:
     """The sweep settings given as flags (None: not given), by SweepConfig field."""
     if args.weights and args.model:
         raise BenchError("--weights names the model; leave out --model")
+    if args.endpoint is None:
+        for flag, v in (("--concurrency", args.concurrency), ("--serve-cmd", args.serve_cmd),
+                        ("--request-timeout-s", args.request_timeout_s)):
+            if v is not None:
+                raise BenchError(f"{flag} needs --endpoint")
+    elif args.engine is not None or args.batch is not None:
+        raise BenchError("--endpoint measures a server: give --concurrency, not "
+                         f"{'--engine' if args.engine else '--batch'}")
     return {"models": (args.weights,) if args.weights else args.model,
-            "batch_sizes": args.batch, "input_lens": args.input_len,
+            "engine": "endpoint" if args.endpoint else args.engine,
+            "endpoint": args.endpoint, "serve_cmd": args.serve_cmd,
+            "request_timeout_s": args.request_timeout_s,
+            "gpu_memory_utilization": args.gpu_memory_utilization,
+            "batch_sizes": args.concurrency if args.endpoint else args.batch,
+            "input_lens": args.input_len,
             "output_lens": args.output_len, "dtype": args.dtype,
             "min_window_s": args.min_window_s, "repeats": args.repeats,
             "warmup": args.warmup, "seed": args.seed,
@@ -347,6 +379,13 @@ def _on_sigterm(signum, frame):
     raise _Terminated()
 
 
+def _journal_engine(run_dir: str) -> str | None:
+    """The engine a run was configured with (its journal header), or None."""
+    from bench.rundir import open_journal
+
+    return open_journal(run_dir).config.engine
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     """``bench run``: measure the sweep, print the table, write the result document."""
     import signal
@@ -360,7 +399,9 @@ def cmd_run(args: argparse.Namespace) -> int:
             ("--batch", args.batch), ("--input-len", args.input_len),
             ("--output-len", args.output_len), ("--dtype", args.dtype),
             ("--min-window-s", args.min_window_s), ("--repeats", args.repeats),
-            ("--out", args.out), ("--node-power", args.node_power)) if v is not None]
+            ("--out", args.out), ("--engine", args.engine), ("--endpoint", args.endpoint),
+            ("--concurrency", args.concurrency), ("--serve-cmd", args.serve_cmd),
+            ("--node-power", args.node_power)) if v is not None]
         if given:
             raise BenchError(f"--resume continues the run as it was configured; drop "
                              f"{given[0]}")
@@ -386,12 +427,22 @@ def cmd_run(args: argparse.Namespace) -> int:
     def notice(line: str) -> None:
         sys.stderr.write(f"bench run: {line}\n")
 
+    from bench.engines import endpoint
+
+    if not args.resume and config.engine == "vllm":
+        from bench.engines.vllm import check_available
+
+        check_available()
+    if args.resume:
+        mode = endpoint if _journal_engine(args.resume) == "endpoint" else runner
+    else:
+        mode = endpoint if config.engine == "endpoint" else runner
     old = signal.signal(signal.SIGTERM, _on_sigterm)
     try:
         if args.resume:
-            outcome = runner.resume(args.resume, on_start, on_event)
+            outcome = mode.resume(args.resume, on_start, on_event)
         else:
-            outcome = runner.run(config, args.gpu, args.out, on_start, on_event, notice)
+            outcome = mode.run(config, args.gpu, args.out, on_start, on_event, notice)
     except KeyboardInterrupt as exc:
         if progress:
             progress.stop()

@@ -48,7 +48,8 @@ def cell_roofline(device, spec_model, dtype: str, batch: int, input_len: int,
         return {"ceiling_output_tokens_per_j": None, "fraction": None, "reason": why}
     a = arithmetic.of(spec_model, dtype)
     peak = spec.bf16_flops if dtype in ("bf16", "fp16") or spec.key == "CPU" else \
-        spec.bf16_flops / 2  # no TF32 assumption: fp32 at half the 16-bit rate
+        spec.bf16_flops * 2 if dtype == "fp8" else \
+        spec.bf16_flops / 2  # no TF32 assumption: fp32 at half the 16-bit rate; fp8 twice
     t = a.min_time_s(batch, input_len, output_len, peak, spec.mem_bw_bytes_per_s)
     ceiling = batch * output_len / (spec.tdp_w * t)
     return {"device_spec": spec.key, "source": spec.source, "tdp_w": spec.tdp_w,

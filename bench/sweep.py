@@ -48,8 +48,9 @@ DEVICE_DEFAULTS: dict[str, DeviceDefaults] = {
 
 _INT_LISTS = ("batch_sizes", "input_lens", "output_lens")
 
-# What can generate the tokens: the Hugging Face reference path.
-ENGINES = ("hf",)
+# What can generate the tokens: the Hugging Face reference path, vLLM in the device worker,
+# or an OpenAI-compatible server under closed-loop load (batch size = concurrency).
+ENGINES = ("hf", "vllm", "endpoint")
 
 
 @dataclass(frozen=True)
@@ -59,7 +60,7 @@ class SweepConfig:
     Attributes:
         models: built-in model names, model JSON files or local checkpoint folders.
         batch_sizes, input_lens, output_lens: the sweep's axes (tokens per sequence).
-        dtype: fp32 | bf16 | fp16.
+        dtype: fp32 | bf16 | fp16 | fp8 (fp8: engine vllm on Hopper or newer GPUs).
         min_window_s: shortest measured window per repeat, s.
         repeats: measured windows per cell.
         warmup: unmeasured generate calls before a cell.
@@ -69,6 +70,13 @@ class SweepConfig:
         compile: on GPUs, a static cache and torch.compile.
         idle_s: idle-baseline window per GPU before its cells, s.
         engine: what generates the tokens (see :data:`ENGINES`); part of every cell's key.
+        endpoint: engine endpoint: the server's OpenAI base URL (``http://HOST:PORT/v1``).
+        serve_cmd: engine endpoint: a command that starts the server (the harness waits
+            until it answers and stops it at the end); None measures a running server.
+        request_timeout_s: engine endpoint: longest wait for a stream's next chunk, s.
+        gpu_memory_utilization: engine vllm: the fraction of the device's memory vLLM may
+            take (on the CPU backend: of host memory for the KV cache); None: the engine's
+            default for the device kind.
         node_power: the node's BMC (``redfish://BMC[:PORT][/CHASSIS]`` or
             ``ipmi://[BMC[:PORT]]``) for the ``node`` scope, or None.
         bmc_insecure: skip TLS verification of the BMC (self-signed certificates).
@@ -91,6 +99,10 @@ class SweepConfig:
     compile: bool = True
     idle_s: float = 3.0
     engine: str = "hf"
+    endpoint: str | None = None
+    serve_cmd: str | None = None
+    request_timeout_s: float = 120.0
+    gpu_memory_utilization: float | None = None
     node_power: str | None = None
     bmc_insecure: bool = False
     bmc_ca_file: str | None = None
@@ -114,7 +126,24 @@ class SweepConfig:
             raise BenchError("the minimum window must be positive")
         if self.engine not in ENGINES:
             raise BenchError(f"unknown engine {self.engine!r}; use one of {', '.join(ENGINES)}")
-        if self.dtype is not None and self.dtype not in DTYPES:
+        if (self.engine == "endpoint") != (self.endpoint is not None):
+            raise BenchError("--endpoint URL and engine endpoint go together")
+        if self.engine == "endpoint" and self.node_power is not None:
+            raise BenchError("--node-power is not measured in endpoint mode yet; leave it out")
+        if self.serve_cmd is not None and self.engine != "endpoint":
+            raise BenchError("--serve-cmd needs --endpoint")
+        if self.endpoint is not None and not self.endpoint.startswith(("http://", "https://")):
+            raise BenchError(f"--endpoint {self.endpoint!r}: use http://HOST:PORT/v1")
+        if self.engine == "endpoint" and len(self.models) != 1:
+            raise BenchError("an endpoint serves one model: give one --model")
+        if not self.request_timeout_s > 0:
+            raise BenchError("the request timeout must be positive")
+        if self.gpu_memory_utilization is not None and \
+                not 0 < self.gpu_memory_utilization <= 1:
+            raise BenchError("gpu_memory_utilization must be in (0, 1]")
+        if self.dtype == "fp8" and self.engine != "vllm":
+            raise BenchError("--dtype fp8 runs on the vllm engine only (--engine vllm)")
+        if self.dtype is not None and self.dtype not in (*DTYPES, "fp8"):
             raise BenchError(f"unknown dtype {self.dtype!r}; use one of {', '.join(DTYPES)}")
 
     @classmethod
@@ -171,7 +200,9 @@ _TYPES: dict[str, tuple[type, ...]] = {
     "repeats": (int,), "warmup": (int, type(None)), "seed": (int,),
     "min_window_s": (int, float, type(None)), "idle_s": (int, float),
     "cpu_w_per_logical_cpu": (int, float, type(None)), "phases": (bool,), "compile": (bool,),
-    "dtype": (str, type(None)), "engine": (str,), "node_power": (str, type(None)),
+    "dtype": (str, type(None)), "engine": (str,), "endpoint": (str, type(None)),
+    "serve_cmd": (str, type(None)), "request_timeout_s": (int, float),
+    "gpu_memory_utilization": (int, float, type(None)), "node_power": (str, type(None)),
     "bmc_insecure": (bool,), "bmc_ca_file": (str, type(None)),
     "bmc_credentials": (str, type(None)),
 }
@@ -250,10 +281,11 @@ def plan(config: SweepConfig, devices: list[Device]) -> list[Cell]:
     """All cells, grouped so a model is built once per device and batches ascend.
 
     ``config`` must be resolved for the devices' kind (its dtype set); an unresolved one
-    is resolved per device here.
+    is resolved per device here. An endpoint run has one cell per shape, on the first
+    device: the server spans every selected GPU, and the cell's energy is their sum.
     """
     cells = []
-    for dev in devices:
+    for dev in devices[:1] if config.engine == "endpoint" else devices:
         dtype = config.dtype or DEVICE_DEFAULTS[dev.kind].dtype
         for m in config.models:
             for i in config.input_lens:

@@ -370,7 +370,7 @@ class _Models:
             self.failed[key] = why
             return why
         wl = make_workload(self.config.engine, spec, dtype, self.device.torch_device,
-                           self.config.seed, self.config.compile)
+                           self.config.seed, self.config.compile, sweep=self.config)
         try:
             wl.prepare()
         except Exception as exc:

@@ -493,15 +493,28 @@ class HfWorkload:
         self._prompts = {}
 
 
+# Engines beyond hf: name -> the module whose ``make_workload`` builds it.
+PLUGGED_ENGINES = {"vllm": "bench.engines.vllm"}
+
+
 def make_workload(engine: str, spec: Any, dtype: str, torch_device: str, seed: int = 0,
-                  compile: bool = True) -> Workload:
+                  compile: bool = True, sweep: Any = None) -> Workload:
     """The workload of ``engine`` for one model on one device (not prepared yet).
+
+    ``sweep`` (the resolved ``SweepConfig``) sizes engines that are built once for all of
+    a model's cells (vllm: its largest batch and sequence).
 
     Raises:
         BenchError: an engine this harness does not have.
     """
     if engine == "hf":
         return HfWorkload(spec, dtype, torch_device, seed, compile)
+    if engine in PLUGGED_ENGINES:
+        import importlib
+
+        # Plugged by module name: the engine depends on this interface, never the reverse.
+        module = importlib.import_module(PLUGGED_ENGINES[engine])
+        return module.make_workload(spec, dtype, torch_device, seed, compile, sweep)
     from bench.errors import BenchError
 
     raise BenchError(f"unknown engine {engine!r}")

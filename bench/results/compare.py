@@ -42,9 +42,15 @@ def parse_threshold(text: str) -> Threshold:
     return Threshold(metric, frac)
 
 
+def _engine(c: dict) -> str:
+    e = c.get("engine")
+    return str(e.get("name", "hf")) if isinstance(e, dict) else "hf"
+
+
 def _key(c: dict) -> tuple:
+    """A cell's identity across runs: device, model, dtype, batch, lengths and engine."""
     return (c.get("device"), c.get("model"), c.get("dtype"), c.get("batch_size"),
-            c.get("input_len"), c.get("output_len"))
+            c.get("input_len"), c.get("output_len"), _engine(c))
 
 
 def check_document(doc: dict, origin: str) -> dict:
@@ -76,17 +82,30 @@ def compare(a: dict, b: dict, thresholds: list[Threshold]) -> tuple[list[dict], 
     """Rows per cell present in either run, warnings, and threshold failures.
 
     Each row: the cell key, and per metric the value in A, in B and the relative change.
+    Cells match on their whole key, the engine included; two runs of one engine each,
+    different ones (hf in A, vllm in B), match on everything but the engine: that is an
+    engine comparison, said in a warning and in each row's ``cell`` (``.../hf->vllm``).
     """
-    ca = {_key(c): c for c in a.get("cells", []) if isinstance(c, dict)}
-    cb = {_key(c): c for c in b.get("cells", []) if isinstance(c, dict)}
+    cells_a = [c for c in a.get("cells", []) if isinstance(c, dict)]
+    cells_b = [c for c in b.get("cells", []) if isinstance(c, dict)]
+    ea, eb = {_engine(c) for c in cells_a}, {_engine(c) for c in cells_b}
+    across = len(ea) == 1 and len(eb) == 1 and ea != eb
+    keyof = (lambda c: _key(c)[:-1]) if across else _key
+    ca = {keyof(c): c for c in cells_a}
+    cb = {keyof(c): c for c in cells_b}
     warnings = []
+    suffix = ""
+    if across:
+        suffix = f"/{ea.pop()}->{eb.pop()}"
+        warnings.append(f"engines differ ({suffix[1:]}): cells matched on device, model, "
+                        "dtype, batch and lengths")
     ma, mb = machine(a), machine(b)
     for k in ma:
         if ma[k] != mb[k]:
             warnings.append(f"the runs differ in {k}: {ma[k]} vs {mb[k]}")
     rows, failures = [], []
     for key in sorted(set(ca) | set(cb), key=lambda k: tuple(str(x) for x in k)):
-        row: dict[str, Any] = {"cell": "/".join(str(x) for x in key)}
+        row: dict[str, Any] = {"cell": "/".join(str(x) for x in key) + suffix}
         fa = (ca.get(key) or {}).get("figures") or {}
         fb = (cb.get(key) or {}).get("figures") or {}
         row["in"] = "both" if key in ca and key in cb else ("A only" if key in ca else "B only")
