@@ -112,18 +112,32 @@ def write_trace_part(run_dir: Path, trace: Any, seq: int, session: int) -> None:
 
 
 def merge_trace_parts(run_dir: Path) -> dict:
-    """Concatenate the part files (by device, then order) into trace.parquet."""
+    """Merge the part files, and the trace.parquet a resumed run already has, into
+    trace.parquet: by device, then time, each sample once.
+
+    A run resumed after it wrote its document (a failed or interrupted one) keeps the
+    samples of its earlier cells: they are in its trace.parquet, not in parts.
+    """
+    import numpy as np
     import pyarrow as pa
     import pyarrow.parquet as pq
 
     parts = sorted(p for p in (Path(run_dir) / PARTS).glob("*.parquet")
                    if p.name.startswith(("gpu", "node"))) \
         if (Path(run_dir) / PARTS).is_dir() else []
-    if not parts:
+    path = Path(run_dir) / io.TRACE_FILE
+    tables = [pq.read_table(path)] if path.is_file() and not path.is_symlink() else []
+    tables += [pq.read_table(p) for p in parts]
+    if not tables:
         return {"file": None, "reason": "no sampled device (CPU energy is read at window "
                 "edges)"}
-    table = pa.concat_tables([pq.read_table(p) for p in parts])
-    path = Path(run_dir) / io.TRACE_FILE
+    table = pa.concat_tables(tables)
+    dev = table.column("device_index").to_numpy()
+    t = table.column("t_ns").to_numpy()
+    order = np.lexsort((t, dev))  # by device, then time (stable)
+    keep = np.ones(order.size, bool)
+    keep[1:] = (dev[order][1:] != dev[order][:-1]) | (t[order][1:] != t[order][:-1])
+    table = table.take(pa.array(order[keep]))
     with io.atomic_path(path) as tmp:
         pq.write_table(table, tmp)
     return {"file": io.TRACE_FILE, "sha256": io.sha256_file(path), "rows": table.num_rows,

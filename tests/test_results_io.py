@@ -120,3 +120,33 @@ def test_read_trace_refuses_junk_and_missing_columns(tmp_path):
     with pytest.raises(load.Invalid, match="lacks column power_w"):
         io.read_trace(thin)
     assert issubclass(load.Invalid, BenchError)
+
+
+def test_a_resumed_run_keeps_the_samples_of_its_earlier_cells(tmp_path):
+    """finish() merges the trace parts into trace.parquet and deletes them; a run resumed
+    after that writes new parts, and the next merge must keep the earlier samples."""
+    import numpy as np
+    import pyarrow.parquet as pq
+
+    from bench.rundir import PARTS, merge_trace_parts, write_trace_part
+    from bench.sampler import Trace
+
+    def trace(index, t):
+        n = len(t)
+        return Trace(index, np.array(t, np.int64), np.arange(n, dtype=np.float64),
+                     np.full(n, 100.0), np.zeros(n, np.int64), np.zeros(n, np.int32),
+                     np.zeros(n, np.int32))
+
+    write_trace_part(tmp_path, trace(0, [1, 2, 3]), 0, 10)
+    write_trace_part(tmp_path, trace(1, [1, 2]), 0, 10)
+    first = merge_trace_parts(tmp_path)
+    assert first["rows"] == 5
+    import shutil
+
+    shutil.rmtree(tmp_path / PARTS)  # as Run.finish does
+    write_trace_part(tmp_path, trace(0, [3, 7, 8]), 0, 20)  # the resumed session; 3 again
+    again = merge_trace_parts(tmp_path)
+    t = pq.read_table(tmp_path / "trace.parquet").to_pandas()
+    assert again["rows"] == 7 == len(t)  # 3 + 2 before, 7 and 8 new, 3 once
+    assert list(t["device_index"]) == [0, 0, 0, 0, 0, 1, 1]
+    assert list(t["t_ns"]) == [1, 2, 3, 7, 8, 1, 2]
