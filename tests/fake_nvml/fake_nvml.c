@@ -160,7 +160,10 @@ static double cpu_s(clockid_t c) {
 }
 
 /* The busy_w thread: every follow_s, the CPU use of the process (less this thread's own)
- * over the last period sets the step of each busy_w device. */
+ * over the last period sets the step of each busy_w device. Linux accounts another
+ * thread's CPU time to the process clock in scheduler ticks (4 ms at HZ=250), so one
+ * 1 ms period can see 4 ms of CPU and the next three none: CPU time above one core in a
+ * period is carried into the next ones instead of cut off, which keeps the mean right. */
 static void *follow(void *arg) {
     (void)arg;
     double period = 1e-3;
@@ -169,14 +172,19 @@ static void *follow(void *arg) {
     long long p_ns = llround(period * 1e9);
     long long t_prev = now_ns(), deadline = t_prev;
     double cpu_prev = cpu_s(CLOCK_PROCESS_CPUTIME_ID) - cpu_s(CLOCK_THREAD_CPUTIME_ID);
+    double carry = 0.0; /* CPU seconds seen but not yet attributed to a period */
     while (follow_run) {
         deadline += p_ns;
         struct timespec dl = {deadline / 1000000000LL, deadline % 1000000000LL};
         clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &dl, NULL);
         long long t = now_ns();
         double cpu = cpu_s(CLOCK_PROCESS_CPUTIME_ID) - cpu_s(CLOCK_THREAD_CPUTIME_ID);
-        double use = t > t_prev ? (cpu - cpu_prev) / ((t - t_prev) * 1e-9) : 0.0;
-        use = use < 0 ? 0 : (use > 1 ? 1 : use);
+        double dt = (t - t_prev) * 1e-9;
+        double avail = cpu - cpu_prev + carry;
+        double give = avail < 0 ? 0 : (avail > dt ? dt : avail); /* at most one core */
+        carry = avail > give ? avail - give : 0.0;
+        if (carry > 0.05) carry = 0.05; /* never more than 50 ms of backlog */
+        double use = dt > 0 ? give / dt : 0.0;
         for (int i = 0; i < ndev; i++)
             if (devs[i].busy_w > 0) push_step(&devs[i], t, devs[i].busy_w * use);
         t_prev = t;
