@@ -295,3 +295,14 @@ def test_small_and_zero_energies_at_the_boundaries():
     zero = repeat(CALLS_C, 0.4, 0.0)
     zero["readings"][0]["stats"]["edge_bound_j"] = 0.01
     assert cell_figures([zero], "gpu")[1]["edge_bound_rel_max"] is None
+
+
+def test_interval_of_two_repeats_and_of_one():
+    # 2 repeats: [min, max] = [0.08, 0.1] holds the median with probability 1 - 2/4 = 0.5
+    _, unc = cell_figures(REPEATS[:2], "gpu")
+    assert unc["output_tokens_per_j_ci"] == pytest.approx([0.08, 0.1])
+    assert unc["ci_level"] == pytest.approx(0.5)
+    # 1 repeat: no interval at all (a point says nothing of the spread)
+    _, unc = cell_figures(REPEATS[:1], "gpu")
+    assert unc["output_tokens_per_j_ci"] is None and unc["ci_level"] is None
+    assert unc["output_tokens_per_j_min"] == unc["output_tokens_per_j_max"] == pytest.approx(0.1)

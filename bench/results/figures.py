@@ -126,7 +126,7 @@ def _edge_bound_rel(repeats: list[dict], scope: str) -> float | None:
     that holds the true energy, from the counter's refresh grid and the power sampled
     around the edges); relative to the window's energy. None where a reading has none.
     """
-    worst = None
+    rels = []
     for r in repeats:
         e = _energy(r, scope)
         bounds: list[float | None] = [(rd.get("stats") or {}).get("edge_bound_j")
@@ -134,9 +134,8 @@ def _edge_bound_rel(repeats: list[dict], scope: str) -> float | None:
                                       if rd.get("scope") == scope]
         if not bounds or None in bounds or e is None or e <= 0:
             return None
-        rel = sum(b for b in bounds if b is not None) / e
-        worst = rel if worst is None else max(worst, rel)
-    return worst
+        rels.append(sum(b for b in bounds if b is not None) / e)
+    return max(rels) if rels else None
 
 
 def _median(vals: Iterable[float | None]) -> float | None:
