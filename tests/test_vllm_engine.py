@@ -1,7 +1,7 @@
 """The vLLM engine: its pure parts here; end to end in the vLLM environment where it exists.
 
 The end-to-end tests run ``bench run --engine vllm`` and endpoint mode against a real
-``vllm serve`` with the Python of ``JOULEBENCH_VLLM_VENV`` (default /work/venv-vllm,
+``vllm serve`` with the Python of ``JOULEBENCH_VLLM_VENV`` (only where it is set,
 built by scripts/setup_vllm_env.sh); where it is absent they skip and say so.
 """
 
@@ -22,7 +22,9 @@ from bench.results.validate import validate
 from bench.sweep import SweepConfig
 from bench.workload import make_workload
 
-VENV = Path(os.environ.get("JOULEBENCH_VLLM_VENV", "/work/venv-vllm"))
+# Only an environment named explicitly: a default path could hold a stale one (its
+# joulebench installed from another checkout) and the tests would test that instead.
+VENV = Path(os.environ.get("JOULEBENCH_VLLM_VENV") or "/nonexistent/venv-vllm")
 VPY = VENV / "bin" / "python"
 ROOT = Path(__file__).resolve().parent.parent
 
