@@ -394,6 +394,54 @@ def _lower_half_slope(num, y, keep, default):
 
 
 @numba.njit(cache=True, nogil=True)
+def _grid_numbers(y, p0, num):
+    """Grid numbers of refreshes seen at times y (ns, from the first) on a period p0.
+
+    Reads are late, never early: each is numbered from a read seen promptly (a reference),
+    as the refresh at or up to 0.9 period before it. The first reference is the earliest
+    read of the densest cluster of the first 64 reads' phases (most reads are prompt);
+    later, any read as prompt as the reference (within 5% of a period) becomes it, so an
+    error in p0 never accumulates. A read late by a stall keeps the number of the refresh
+    it saw, and the reads after it theirs (numbering from the gaps alone, a read 82 ms
+    late after a missed refresh counts 3 steps, and every later number is off by one).
+    """
+    k = y.shape[0]
+    m = min(k, 64)
+    r = np.empty(m, np.float64)
+    for i in range(m):
+        r[i] = y[i] - np.floor(y[i] / p0) * p0
+    s = np.sort(r)
+    best = -1
+    phi = s[0]
+    for j in range(m):  # count phases in [s[j], s[j] + 0.1 p0], around the circle
+        top = s[j] + 0.1 * p0
+        c = 0
+        for i in range(m):
+            if (s[i] >= s[j] and s[i] <= top) or s[i] + p0 <= top:
+                c += 1
+        if c > best:
+            best = c
+            phi = s[j]
+    ref = 0
+    for i in range(m):
+        dphi = r[i] - phi
+        dphi -= np.floor(dphi / p0) * p0
+        if dphi < 0.1 * p0 or dphi > 0.99 * p0:
+            ref = i
+            break
+    num[ref] = 0.0
+    for i in range(ref - 1, -1, -1):  # before the first reference: from it, backwards
+        num[i] = np.floor((y[i] - y[ref]) / p0 + 0.1)
+    cur = ref
+    for i in range(ref + 1, k):
+        x = (y[i] - y[cur]) / p0
+        n = np.floor(x + 0.1)
+        num[i] = num[cur] + n
+        if x - n < 0.05:
+            cur = i
+
+
+@numba.njit(cache=True, nogil=True)
 def _fit_refresh_times(lo, hi, neighbours, out):
     """Likely refresh times (ns): a regular period fitted to the latest times, each
     refresh placed at the earliest time its neighbours' latest times allow, within [lo, hi].
@@ -412,13 +460,11 @@ def _fit_refresh_times(lo, hi, neighbours, out):
     p0 = np.median(d)
     if not p0 > 0:
         return np.nan
-    # grid numbers: a refresh missed between two seen ones advances the count by two
-    num = np.zeros(k, np.float64)
-    for i in range(1, k):
-        num[i] = num[i - 1] + max(1.0, np.floor(d[i - 1] / p0 + 0.5))
     y = np.empty(k, np.float64)  # latest times relative to the first, ns
     for i in range(k):
         y[i] = hi[i] - hi[0]
+    num = np.zeros(k, np.float64)
+    _grid_numbers(y, p0, num)
     keep = np.ones(k, np.bool_)
     period = _slope(num, y, keep, p0)
     if not period > 0:
