@@ -78,7 +78,8 @@ def test_list_devices_shows_the_skipped_gpus_with_their_reason(fake_nvml, capsys
         ["gpu0", "gpu3", "cpu"]
     skipped = [ln for ln in lines if ln.startswith("skipped ")]
     assert len(skipped) == 2
-    assert skipped[0].startswith("skipped GPU 1: ")
+    # once "GPU 1: ", then NVML's reason (not "GPU 1: GPU 1: ...")
+    assert skipped[0].startswith("skipped GPU 1: ") and skipped[0].count("GPU 1") == 1
     assert skipped[1].startswith("skipped GPU 2: MIG mode is on")
     assert main(["list", "devices", "--json"]) == 0
     out = json.loads(capsys.readouterr().out)
