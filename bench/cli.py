@@ -771,6 +771,7 @@ def cmd_list(args: argparse.Namespace) -> int:
         inv = devices.discover()
         out["devices"] = [d.to_dict() for d in (*inv.gpus, inv.cpu)]
         out["gpu_reason"] = inv.gpu_reason
+        out["skipped"] = list(inv.skipped)  # GPUs that exist but cannot be measured
     if args.json:
         print(json.dumps(out, allow_nan=False))
         return 0
@@ -789,6 +790,8 @@ def cmd_list(args: argparse.Namespace) -> int:
     for d in out.get("devices", []):
         label = f"gpu{d['index']}" if d["kind"] == "cuda" else "cpu"
         print(f"device {label:<16} {d['name']}")
+    for line in out.get("skipped", []):
+        print(f"skipped {line}")
     if "devices" in out and out["gpu_reason"]:
         print(f"(no GPU: {out['gpu_reason']})")
     return 0

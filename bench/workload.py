@@ -142,12 +142,16 @@ def _cache_kwarg(model: Any) -> str:
 
 
 def generate_exact(model: Any, input_ids: torch.Tensor, output_len: int,
-                   cache: Any = None, synced_mark: bool = False) -> CallResult:
+                   cache: Any = None, synced_mark: bool = False,
+                   bucket: int | None = None) -> CallResult:
     """Greedy generation of exactly ``output_len`` new tokens per sequence.
 
     Args:
         cache: a transformers cache to fill (reset here first), or None for generate's own.
         synced_mark: synchronise the device at the first-token mark.
+        bucket: with a static ``cache`` and :data:`ATTENTION`, attend over the current
+            context rounded up to a multiple of ``bucket`` positions (see
+            :class:`_AttendCurrentContext`), not over the whole cache.
 
     Returns:
         The call's tokens (batch x output_len made, batch x input_len read) and marks.
@@ -160,22 +164,30 @@ def generate_exact(model: Any, input_ids: torch.Tensor, output_len: int,
 
     kw: dict[str, Any] = {}
     mark = _FirstTokenMark(synced_mark)
+    processors: list[Any] = [mark]
     with torch.inference_mode():
         if cache is not None:
             # in place: the tensors keep their addresses, so the CUDA graphs replay
             cache.reset()
             kw[_cache_kwarg(model)] = cache
+            if bucket is not None:
+                span = _AttendCurrentContext(input_ids.shape[1] + output_len, bucket)
+                span.prefill(input_ids.shape[1])
+                processors.append(span)
         start = time.monotonic_ns()
-        out = model.generate(
-            input_ids,
-            attention_mask=torch.ones_like(input_ids),
-            max_new_tokens=output_len,
-            min_new_tokens=None,
-            do_sample=False,
-            eos_token_id=None,
-            logits_processor=LogitsProcessorList([mark]),
-            **kw,
-        )
+        try:
+            out = model.generate(
+                input_ids,
+                attention_mask=torch.ones_like(input_ids),
+                max_new_tokens=output_len,
+                min_new_tokens=None,
+                do_sample=False,
+                eos_token_id=None,
+                logits_processor=LogitsProcessorList(processors),
+                **kw,
+            )
+        finally:
+            _set_attended_keys(None)
     end = time.monotonic_ns()
     made = out.shape[1] - input_ids.shape[1]
     if made != output_len:
@@ -193,17 +205,105 @@ def generate_exact(model: Any, input_ids: torch.Tensor, output_len: int,
 # heads into the query-length axis instead, (B, H, 1, D) -> (B, H_kv, H / H_kv, D), so
 # SDPA reads K and V once and the mask (shared by all heads) broadcasts. Everything
 # else goes to transformers' own SDPA function.
+#
+# It also attends over the current context, not the whole static cache: the cache is
+# input + output long, and without this every decode step would read all of it (768
+# positions per step for 512 + 256 where the context averages ~640). The number of keys
+# to attend comes from :data:`_attended_keys`, a plain int set between steps (eager, by
+# :class:`_AttendCurrentContext`); under torch.compile dynamo guards on its value, so
+# each distinct value is one graph with static shapes. Decode rounds it up to a bucket
+# of positions, so a shape group compiles one graph (one CUDA graph) per bucket, not one
+# per step; all of them are met in warm-up, which runs the same full shape.
 ATTENTION = "joulebench_sdpa"
+
+# Keys the next forward attends (the current context, bucketed), or None: all of them.
+_attended_keys: int | None = None
+
+# Default bucket of attended positions, and the most buckets one shape group compiles
+# (more: the bucket grows; see :func:`attention_bucket`).
+ATTENTION_BUCKET = 128
+MAX_BUCKETS = 8
+
+
+def _set_attended_keys(keys: int | None) -> None:
+    global _attended_keys
+    _attended_keys = keys
+
+
+def attended_keys(keys: int, cache_len: int, bucket: int) -> int:
+    """``keys`` rounded up to a multiple of ``bucket``, at most the cache's length."""
+    return min(cache_len, -(-keys // bucket) * bucket)
+
+
+def attention_bucket(shape: Shape, bucket: int = ATTENTION_BUCKET,
+                     max_buckets: int = MAX_BUCKETS) -> int:
+    """The bucket (positions) decode of ``shape`` rounds its context up to.
+
+    ``bucket``, or, where the decode's contexts would span more than ``max_buckets`` of
+    them, the smallest multiple of 64 that keeps it to ``max_buckets`` graphs (each one
+    is a compile, and dynamo's recompile limit counts them).
+    """
+    while len(decode_spans(shape, bucket)) > max_buckets:
+        bucket += 64 - bucket % 64 if bucket % 64 else 64
+    return bucket
+
+
+def decode_spans(shape: Shape, bucket: int) -> list[int]:
+    """The attended lengths the decode steps of ``shape`` use, in order met (one graph each).
+
+    Decode step i (i = 1 .. output_len - 1; prefill made the first token) writes position
+    input_len + i - 1 and attends its input_len + i keys.
+    """
+    cache_len = shape.input_len + shape.output_len
+    spans: list[int] = []
+    for keys in range(shape.input_len + 1, shape.input_len + shape.output_len):
+        span = attended_keys(keys, cache_len, bucket)
+        if not spans or spans[-1] != span:
+            spans.append(span)
+    return spans
+
+
+class _AttendCurrentContext:
+    """A logits processor that sets how many keys the next forward attends.
+
+    Called eagerly after each forward (outside the compiled region) with the ids so far:
+    the next forward writes position ``len(ids)`` and attends ``len(ids) + 1`` keys,
+    rounded up to the bucket. Prefill (eager, before the first call) attends exactly the
+    prompt. ``spans`` keeps what each forward was given (prefill first).
+    """
+
+    def __init__(self, cache_len: int, bucket: int) -> None:
+        self.cache_len = cache_len
+        self.bucket = bucket
+        self.spans: list[int] = []
+
+    def prefill(self, input_len: int) -> None:
+        self._set(min(input_len, self.cache_len))
+
+    def _set(self, keys: int) -> None:
+        self.spans.append(keys)
+        _set_attended_keys(keys)
+
+    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
+        self._set(attended_keys(input_ids.shape[1] + 1, self.cache_len, self.bucket))
+        return scores
 
 
 def packed_gqa_sdpa(module: Any, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
                     attention_mask: torch.Tensor | None, dropout: float = 0.0,
                     scaling: float | None = None, is_causal: bool | None = None,
                     **kwargs: Any) -> tuple[torch.Tensor, None]:
-    """SDPA with grouped KV heads kept packed for a single query token (decode)."""
+    """SDPA over the current context (:data:`_attended_keys`), with grouped KV heads kept
+    packed for a single query token (decode)."""
     import torch
     from transformers.integrations.sdpa_attention import sdpa_attention_forward
 
+    span = _attended_keys
+    if span is not None and span < key.shape[-2]:
+        # the positions cut off are masked anyway (unfilled, or after the query)
+        key, value = key[:, :, :span], value[:, :, :span]
+        if attention_mask is not None and attention_mask.shape[-1] > span:
+            attention_mask = attention_mask[..., :span]
     n_rep = int(getattr(module, "num_key_value_groups", 1) or 1)
     b, h, q_len, _ = query.shape
     shared_mask = attention_mask is None or attention_mask.shape[1] == 1
@@ -261,6 +361,14 @@ def is_compile_failure(exc: BaseException) -> bool:
     return False
 
 
+def graphs_compiled() -> int:
+    """Graphs dynamo has compiled in this process (never reset, ``torch._dynamo.reset``
+    included): a count that rises during a measured call means a compile in a window."""
+    from torch._dynamo.utils import counters
+
+    return int(counters["stats"]["unique_graphs"])
+
+
 class _CaptureCounter:
     """Counts CUDA-graph captures (``torch.cuda.CUDAGraph.capture_begin``) in this process.
 
@@ -294,10 +402,12 @@ class HfWorkload:
     On a GPU with ``compile``: one static KV cache per shape group (batch, input and
     output length), exactly ``input_len + output_len`` long and passed to every call of
     the group, so the compiled decode step and its CUDA graphs are recorded once, in
-    warm-up, and replayed inside windows; decode attention keeps GQA packed
-    (:func:`packed_gqa_sdpa`); MoE decode keeps ``grouped_mm`` (transformers would switch
-    it to ``batched_mm``, which copies each chosen expert's weights per token). A compile
-    failure falls back to eager, and says so in :meth:`describe`.
+    warm-up, and replayed inside windows; decode attention keeps GQA packed and attends
+    over the current context rounded up to ``attention_bucket`` positions, one graph per
+    bucket, all compiled in warm-up (:func:`packed_gqa_sdpa`); MoE decode keeps
+    ``grouped_mm`` (transformers would switch it to ``batched_mm``, which copies each
+    chosen expert's weights per token). A compile failure falls back to eager, and says
+    so in :meth:`describe`.
 
     Args:
         spec: the model (``bench.models.ModelSpec``).
@@ -324,6 +434,13 @@ class HfWorkload:
         self._captures_in_calls = 0
         self._cell_shape: Shape | None = None
         self._captures_in_warm_up = 0
+        # Decode attends over the current context rounded up to this many positions
+        # (grown per shape group to at most MAX_BUCKETS graphs); None: the whole cache.
+        self.attention_bucket: int | None = ATTENTION_BUCKET
+        self._bucket: int | None = None
+        self._spans: list[int] = []
+        self._compiles_in_calls = 0
+        self._compiles_in_warm_up = 0
         # Tests set these to run the compiled path on the CPU (backend "eager").
         self._compile_all_devices = False
         self._compile_backend = "inductor"
@@ -388,6 +505,16 @@ class HfWorkload:
             self._cache = StaticCache(config=self.model.config,
                                       max_cache_len=shape.input_len + shape.output_len)
             self._cache_shape = shape
+            self._bucket, self._spans = None, []
+            if self.attention_bucket is not None:
+                import torch
+
+                self._bucket = attention_bucket(shape, self.attention_bucket)
+                self._spans = decode_spans(shape, self._bucket)
+                # one graph per bucket, each a recompile of the same frames: stay under
+                # the limit, past which dynamo would quietly run the step eagerly
+                cfg = torch._dynamo.config
+                cfg.recompile_limit = max(cfg.recompile_limit, len(self._spans) + 2)
         return self._cache
 
     def start_cell(self) -> None:
@@ -399,6 +526,7 @@ class HfWorkload:
             self._reset_compiled()
         self._cell_shape = None
         self._captures_in_calls = self._captures_in_warm_up = 0
+        self._compiles_in_calls = self._compiles_in_warm_up = 0
         if self.torch_device.startswith("cuda"):
             import torch
 
@@ -417,8 +545,9 @@ class HfWorkload:
         if self._cell_shape is None:
             self._cell_shape = shape  # the cell's own shape (its prefill-only one comes later)
         try:
-            return generate_exact(self.model, self._ids(shape), shape.output_len,
-                                  self.cache_for(shape), synced_mark)
+            cache = self.cache_for(shape)
+            return generate_exact(self.model, self._ids(shape), shape.output_len, cache,
+                                  synced_mark, self._bucket if cache is not None else None)
         except Exception as exc:
             if not self.compiled or is_oom(exc) or not is_compile_failure(exc):
                 raise
@@ -426,24 +555,26 @@ class HfWorkload:
             self._compile_failed = f"{type(why).__name__}: {str(why).splitlines()[0][:200]}" \
                 if str(why) else type(why).__name__
         # compile failed: eager from now on, with a dynamic cache, and labelled so
-        self._cache, self._cache_shape = None, None
+        self._cache, self._cache_shape, self._bucket, self._spans = None, None, None, []
         self._reset_compiled()
         self.model.generation_config.disable_compile = True
         return generate_exact(self.model, self._ids(shape), shape.output_len, None, synced_mark)
 
     def warm_up(self, shape: Shape, calls: int) -> None:
-        before = _CaptureCounter.count
+        before, compiled_before = _CaptureCounter.count, graphs_compiled()
         for _ in range(calls):
             self._generate(shape)
         self._captures_in_warm_up += _CaptureCounter.count - before
+        self._compiles_in_warm_up += graphs_compiled() - compiled_before
 
     def call(self, shape: Shape) -> CallResult:
-        before = _CaptureCounter.count
+        before, compiled_before = _CaptureCounter.count, graphs_compiled()
         # On CUDA the first-token mark synchronises the device once per call (at the
         # first token only), so TTFT and the timeline split mean prefill's end, not the
         # moment its kernels were queued.
         result = self._generate(shape, synced_mark=True)
         self._captures_in_calls += _CaptureCounter.count - before
+        self._compiles_in_calls += graphs_compiled() - compiled_before
         return result
 
     def first_token_marks(self, shape: Shape) -> tuple[CallResult, CallResult]:
@@ -460,6 +591,9 @@ class HfWorkload:
             experts = self.model.get_experts_implementation().get("")
         compiled = self.compiled
         shape = self._cell_shape
+        # the cell's own bucket and decode lengths (one graph each), whatever ran last
+        bucket = attention_bucket(shape, self.attention_bucket) \
+            if compiled and shape and self.attention_bucket is not None else None
         return {"name": self.engine, "version": metadata.version("transformers"),
                 "torch": metadata.version("torch"), "compiled": compiled,
                 "mode": "compiled" if compiled else
@@ -469,12 +603,24 @@ class HfWorkload:
                 "cache_len": shape.input_len + shape.output_len if compiled and shape
                 else None,
                 "attention": getattr(cfg, "_attn_implementation", None),
-                "attention_span": "cache_len" if compiled else "context",
+                "attention_span": self._attention_span(bucket),
+                "attention_bucket": bucket,
+                "attention_buckets": decode_spans(shape, bucket) if shape and bucket else None,
                 "experts": experts,
                 "cuda_graphs": bool(compiled and self.torch_device.startswith("cuda")),
                 "graph_captures_in_warm_up": self._captures_in_warm_up,
                 "graph_captures_in_windows": self._captures_in_calls,
+                "graphs_compiled_in_warm_up": self._compiles_in_warm_up,
+                "graphs_compiled_in_windows": self._compiles_in_calls,
                 "peak_memory_bytes": self._peak_memory_bytes()}
+
+    def _attention_span(self, bucket: int | None) -> str:
+        """What decode attends over: the whole static cache, or the current context."""
+        if not self.compiled:
+            return "current context"  # the dynamic cache holds exactly the context
+        if self.attention_bucket is None:
+            return "full static cache"
+        return f"current context, bucketed by {bucket or self.attention_bucket}"
 
     def _peak_memory_bytes(self) -> int | None:
         """Most memory PyTorch's tensors held on the GPU since the cell began."""

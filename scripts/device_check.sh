@@ -153,11 +153,13 @@ for run in ("run-eager", "run-compiled"):
                      f"{fmt(f.get('mean_power_w'))} | {fmt(r.get('fraction'))} | "
                      f"{e.get('graph_captures_in_windows', '—')} | "
                      f"{fmt(peak / 1e9 if peak else None)} | {e.get('cache_len') or '—'} | "
-                     f"{e.get('attention', '—')} |")
+                     f"{e.get('attention', '—')} ({e.get('attention_span', '—')}) |")
         if c["status"] != "ok":
             problems.append(f"{c['cell_id']}: {c['status']} ({c.get('error')})")
         if e.get("graph_captures_in_windows"):
             problems.append(f"{c['cell_id']}: CUDA graphs recorded inside measured windows")
+        if e.get("graphs_compiled_in_windows"):
+            problems.append(f"{c['cell_id']}: graphs compiled inside measured windows")
         if run == "run-compiled" and e.get("cuda_graphs") is False and not dry:
             problems.append(f"{c['cell_id']}: not compiled ({e.get('compile_error')})")
 m = out / "marks.json"

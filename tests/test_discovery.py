@@ -64,3 +64,35 @@ def test_the_roofline_uses_the_enforced_power_limit():
     # same minimum time, so the ceiling scales with 700 / 500
     assert a["ceiling_output_tokens_per_j"] == pytest.approx(
         b["ceiling_output_tokens_per_j"] * 700 / 500)
+
+
+def test_list_devices_shows_the_skipped_gpus_with_their_reason(fake_nvml, capsys):
+    import json
+
+    from bench.cli import main
+
+    fake_nvml("base_w=100;handle_fails=1;mig=1;base_w=300")
+    assert main(["list", "devices"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert [ln.split()[1] for ln in lines if ln.startswith("device ")] == \
+        ["gpu0", "gpu3", "cpu"]
+    skipped = [ln for ln in lines if ln.startswith("skipped ")]
+    assert len(skipped) == 2
+    # once "GPU 1: ", then NVML's reason (not "GPU 1: GPU 1: ...")
+    assert skipped[0].startswith("skipped GPU 1: ") and skipped[0].count("GPU 1") == 1
+    assert skipped[1].startswith("skipped GPU 2: MIG mode is on")
+    assert main(["list", "devices", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert [d["index"] for d in out["devices"]] == [0, 3, None]
+    assert [s.split(":")[0] for s in out["skipped"]] == ["GPU 1", "GPU 2"]
+    assert out["gpu_reason"] is None
+
+
+def test_list_devices_when_every_gpu_is_skipped(fake_nvml, capsys):
+    from bench.cli import main
+
+    fake_nvml("mig=1")
+    assert main(["list", "devices"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[-2].startswith("skipped GPU 0: MIG mode is on")
+    assert lines[-1] == "(no GPU: no GPU can be measured)"

@@ -106,7 +106,7 @@ def discover() -> Inventory:
         found, failed = nvml.discover_each()
     except SensorError as exc:
         found, failed, reason = [], [], str(exc)
-    skipped.extend(f"GPU {i}: {why}" for i, why in failed)
+    skipped.extend(_skipped_line(i, why) for i, why in failed)
     for g in found:
         if g.mig_mode:
             skipped.append(f"GPU {g.index}: MIG mode is on (CUDA sees its instances, not the "
@@ -119,6 +119,14 @@ def discover() -> Inventory:
     if not gpus and reason is None:
         reason = "NVML reports no GPU" if not skipped else "no GPU can be measured"
     return Inventory(tuple(gpus), reason, cpu_device(), tuple(skipped))
+
+
+def _skipped_line(index: int, why: str) -> str:
+    """``GPU i: why``, on one line, without NVML's own ``GPU i`` prefix a second time."""
+    own = f"GPU {index}"
+    if why.startswith(own) and why[len(own):len(own) + 1] in (":", " "):
+        why = why[len(own):].lstrip(": ")
+    return f"{own}: {' '.join(why.split())}"
 
 
 def parse_gpu_spec(spec: str | list[int]) -> str | list[int]:
