@@ -306,3 +306,17 @@ def test_validate_catches_a_tampered_flag(throttled_run, tmp_path):
     for i, edit in enumerate((flag, reasons, prefill, count)):
         assert "figures" in tampered(throttled_run, tmp_path / str(i), edit), edit.__name__
     assert "schema" in tampered(throttled_run, tmp_path / "t", typed)
+
+
+def test_a_bad_warmup_cap_is_one_line_and_exit_2(tmp_path, capsys):
+    from bench.cli import main
+
+    for v in ("-1", "nan", "x"):
+        try:
+            rc = main(["run", "--gpu", "none", "--warmup-cap-s", v, "--quiet", "--out",
+                       str(tmp_path / v)])
+        except SystemExit as exc:  # argparse's own refusal of a non-number
+            rc = exc.code
+        assert rc == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and "warm" in err[0] and "Traceback" not in err[0], err
