@@ -61,8 +61,9 @@ def measure_window(meter: Meter, name: str, call: Callable[[], CallResult],
 
 
 # Warm-up until steady: the mean sampled power of each of the last STEADY_SPANS spans
-# (each min(STEADY_SPAN_MAX_S, half the minimum window) long) within STEADY_REL of their
-# median (kernels.trace.steady_window over the spans' means).
+# (each min(STEADY_SPAN_MAX_S, half the minimum window) long, or as long as one extra
+# warm-up call where that is longer: a span then holds a whole call, prefill and decode)
+# within STEADY_REL of their median (kernels.trace.steady_window over the spans' means).
 STEADY_SPANS = 4
 STEADY_SPAN_MAX_S = 1.0
 STEADY_REL = 0.01
@@ -100,7 +101,8 @@ def power_steady(t_ns: Any, power_w: Any, since_ns: int, now_ns: int, span_s: fl
 def warm_up(workload: Workload, shape: Shape, config: SweepConfig, sampler: Any) -> dict:
     """The cell's warm-up: ``config.warmup`` calls, then (with a running ``sampler`` and a
     positive ``config.warmup_cap_s``) more calls until the sampled power is steady
-    (:func:`power_steady`) or the cap has passed since the warm-up began.
+    (:func:`power_steady`) or the cap has passed since the warm-up began. A span is
+    :func:`steady_span_s` long, or as long as the longest extra call where that is longer.
 
     Returns:
         ``{"calls", "seconds", "ended", "cap_s", "steady_span_s"}``: ``ended`` is
@@ -127,8 +129,10 @@ def warm_up(workload: Workload, shape: Shape, config: SweepConfig, sampler: Any)
             if (now - t_start) * 1e-9 >= cap_s:
                 ended = "cap"
                 break
+            t_call = time.monotonic_ns()
             workload.call(shape)
             calls += 1
+            span_s = max(span_s, (time.monotonic_ns() - t_call) * 1e-9)
     return {"calls": calls, "seconds": (time.monotonic_ns() - t_start) * 1e-9,
             "ended": ended, "cap_s": cap_s if cap_s > 0 else None,
             "steady_span_s": span_s}

@@ -175,8 +175,9 @@ def test_not_supported_gives_nulls_and_old_drivers_answer_the_throttle_call(fake
 class SleepWorkload:
     """A workload whose calls sleep: the stand-in's power is what the test configures."""
 
-    def __init__(self):
+    def __init__(self, call_s=0.02):
         self.calls = 0
+        self.call_s = call_s
 
     def warm_up(self, shape, calls):
         for _ in range(calls):
@@ -184,13 +185,13 @@ class SleepWorkload:
 
     def call(self, shape):
         self.calls += 1
-        return sleep_call(0.02)()
+        return sleep_call(self.call_s)()
 
 
-def warm(spec, fake_nvml, cap_s):
+def warm(spec, fake_nvml, cap_s, call_s=0.02):
     fake_nvml(spec)
     cfg = SweepConfig(min_window_s=0.5, warmup=1, warmup_cap_s=cap_s).resolved("cuda")
-    wl = SleepWorkload()
+    wl = SleepWorkload(call_s)
     with Sampler([0]) as s:
         out = cells.warm_up(wl, Shape(1, 8, 4), cfg, s)
     assert out["calls"] == wl.calls
@@ -204,6 +205,12 @@ def test_warm_up_ends_steady_under_constant_power(fake_nvml):
     # four spans of samples after the warm-up began, well before the cap
     assert 1.0 <= out["seconds"] < 10.0, out
     assert out["cap_s"] == 10.0 and out["calls"] >= 2
+
+
+def test_warm_up_spans_hold_a_whole_call_where_calls_are_longer(fake_nvml):
+    out = warm("base_w=300,power_update_ms=20", fake_nvml, 10.0, call_s=0.4)
+    assert out["ended"] == "steady" and out["steady_span_s"] >= 0.4, out
+    assert out["seconds"] >= 4 * 0.4
 
 
 def test_warm_up_ends_at_the_cap_under_power_that_never_settles(fake_nvml):
