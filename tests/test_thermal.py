@@ -327,3 +327,12 @@ def test_a_bad_warmup_cap_is_one_line_and_exit_2(tmp_path, capsys):
         assert rc == 2
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and "warm" in err[0] and "Traceback" not in err[0], err
+
+
+def test_stand_in_temperature_follows_power(fake_truth):
+    configure, truth = fake_truth
+    configure("base_w=300,temp_c=40,temp_c_per_w=0.1")
+    with ThermalMonitor(0, period_s=1.0) as mon:
+        assert mon.sample_now().temp_c == 40  # at base power
+        truth.set_power_w(0, 500.0)
+        assert mon.sample_now().temp_c == 60  # 40 + 0.1 C/W x 200 W
