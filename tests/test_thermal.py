@@ -261,7 +261,7 @@ def throttled_run(fake_nvml_dir, tmp_path_factory):
         dev = Device("cuda", 0, "Fake GPU 0", "GPU-fake", {"power_limit_w": 700.0})
         cfg = runner.SweepConfig(batch_sizes=(1,), input_lens=(8,), output_lens=(4,),
                                  dtype="fp32", min_window_s=0.3, repeats=2, idle_s=0.3,
-                                 warmup_cap_s=5.0)
+                                 warmup_cap_s=20.0)  # steady ends it: a cap costs nothing
         run = runner.start_run(cfg, [dev], out)
         runner.execute(run)
     assert nvml._init_count == 0
@@ -278,7 +278,7 @@ def test_run_records_thermal_warmup_and_throttled_windows(throttled_run):
         assert w["thermal"]["temp_c_start"] == 58 and w["thermal"]["sm_mhz_max"] == 1410
         assert w["thermal"]["throttle_reasons"] == ["sw_power_cap"] and w["throttled"] is True
     assert cell["throttled_windows"] == 3  # two repeats and the prefill window
-    assert cell["warmup"]["ended"] == "steady" and cell["warmup"]["cap_s"] == 5.0
+    assert cell["warmup"]["ended"] == "steady" and cell["warmup"]["cap_s"] == 20.0
     assert cell["warmup"]["calls"] >= 1 and cell["warmup"]["seconds"] > 0
     (row,) = table.rows_from_document(doc)
     assert row["throttled_windows"] == 3
