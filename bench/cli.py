@@ -119,6 +119,10 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--warmup", type=_count, default=None,
                    help="unmeasured generate calls before a cell (default 1; 2 when "
                    "compiling on a GPU)")
+    r.add_argument("--warmup-cap-s", type=_number, default=None,
+                   help="on GPUs, warm-up calls go on until the sampled power is steady or "
+                   "this many seconds have passed (default 30 on GPU; 0: the --warmup "
+                   "calls only)")
     r.add_argument("--seed", type=_count, default=None,
                    help="seed of weights and prompts (default 0)")
     r.add_argument("--idle-s", type=_positive_float, default=None,
@@ -363,7 +367,7 @@ def _sweep_flags(args: argparse.Namespace) -> dict:
             "input_lens": args.input_len,
             "output_lens": args.output_len, "dtype": args.dtype,
             "min_window_s": args.min_window_s, "repeats": args.repeats,
-            "warmup": args.warmup, "seed": args.seed,
+            "warmup": args.warmup, "warmup_cap_s": args.warmup_cap_s, "seed": args.seed,
             "cpu_w_per_logical_cpu": args.cpu_w_per_thread, "idle_s": args.idle_s,
             "phases": False if args.no_phases else None,
             "compile": False if args.no_compile else None,

@@ -60,6 +60,7 @@ class Measurement:
     t0_ns: int
     t1_ns: int
     readings: tuple[EnergyReading, ...]
+    thermal: dict | None = None  # the GPU's temperature, clocks and reasons (bench.thermal)
 
     @property
     def duration_s(self) -> float:
@@ -119,16 +120,19 @@ class Meter:
         settle_s: after the window, wait until the sampler has samples this far past t1,
             so the counter's next update after the edge is seen (NVML counters refresh
             every 20-100 ms).
+        thermal: a running :class:`bench.thermal.ThermalMonitor`: read just before t0 and
+            just after t1, its readings give the window's ``thermal`` block.
     """
 
     def __init__(self, sources: Sequence[EnergySource], sync: Callable[[], None] | None = None,
                  clock_ns: Callable[[], int] = time.monotonic_ns, sampler: Any = None,
-                 settle_s: float = 0.15) -> None:
+                 settle_s: float = 0.15, thermal: Any = None) -> None:
         self.sources = list(sources)
         self._sync = sync or (lambda: None)
         self._clock_ns = clock_ns
         self.sampler = sampler
         self.settle_s = settle_s
+        self.thermal = thermal
 
     def _edge(self) -> tuple[int, list[tuple[float | None, str | None]]]:
         self._sync()
@@ -160,9 +164,11 @@ class Meter:
         sampled = self._sampled()
         if busy is not None and sampled:
             busy()  # lead-in
+        th0 = self.thermal.sample_now() if self.thermal is not None else None
         t0, r0 = self._edge()
         yield handle
         t1, r1 = self._edge()
+        th1 = self.thermal.sample_now() if self.thermal is not None else None
         lead_out = busy if sampled else None
         readings = []
         for s, (e0, why0), (e1, why1) in zip(self.sources, r0, r1, strict=True):
@@ -176,7 +182,8 @@ class Meter:
         if self.sampler is not None and self.sampler.running:
             readings = self._from_traces(readings, t0, t1, lead_out)
         readings = self._from_sampled_sources(readings, t0, t1, lead_out)
-        handle.result = Measurement(name, t0, t1, tuple(readings))
+        thermal = self.thermal.window(th0, th1) if self.thermal is not None else None
+        handle.result = Measurement(name, t0, t1, tuple(readings), thermal)
 
     def _from_sampled_sources(self, readings: list[EnergyReading], t0: int, t1: int,
                               busy: Callable[[], object] | None = None

@@ -33,17 +33,20 @@ class DeviceDefaults:
         warmup: unmeasured generate calls before a cell's windows.
         compiled_warmup: the least warm-up when compiling on a GPU: the first call
             compiles, the second records the CUDA graphs; both stay unmeasured.
+        warmup_cap_s: longest warm-up waiting for steady power (0: the warm-up calls only).
     """
 
     dtype: str
     min_window_s: float
     warmup: int
     compiled_warmup: int
+    warmup_cap_s: float = 0.0
 
 
 DEVICE_DEFAULTS: dict[str, DeviceDefaults] = {
     "cpu": DeviceDefaults(dtype="fp32", min_window_s=2.0, warmup=1, compiled_warmup=1),
-    "cuda": DeviceDefaults(dtype="bf16", min_window_s=5.0, warmup=1, compiled_warmup=2),
+    "cuda": DeviceDefaults(dtype="bf16", min_window_s=5.0, warmup=1, compiled_warmup=2,
+                           warmup_cap_s=30.0),
 }
 
 _INT_LISTS = ("batch_sizes", "input_lens", "output_lens")
@@ -64,6 +67,8 @@ class SweepConfig:
         min_window_s: shortest measured window per repeat, s.
         repeats: measured windows per cell.
         warmup: unmeasured generate calls before a cell.
+        warmup_cap_s: on a sampled GPU, warm-up calls go on until the power is steady or
+            this long (s) has passed (default 30 on GPU; 0 on the CPU: calls only).
         seed: seed of weights and prompts.
         cpu_w_per_logical_cpu: assumed W per busy logical CPU where RAPL is unreadable.
         phases: measure the prefill-only window (subtraction-method phases).
@@ -107,6 +112,7 @@ class SweepConfig:
     bmc_insecure: bool = False
     bmc_ca_file: str | None = None
     bmc_credentials: str | None = None
+    warmup_cap_s: float | None = None
 
     def __post_init__(self) -> None:
         _check_types(self)
@@ -120,6 +126,8 @@ class SweepConfig:
             raise BenchError("repeats must be 1 or more")
         if self.warmup is not None and self.warmup < 0:
             raise BenchError("warm-up must be 0 or more")
+        if self.warmup_cap_s is not None and not 0 <= self.warmup_cap_s < float("inf"):
+            raise BenchError("the warm-up cap must be 0 or more seconds")
         if not self.idle_s > 0:
             raise BenchError("the idle window must be positive")
         if self.min_window_s is not None and not self.min_window_s > 0:
@@ -176,7 +184,9 @@ class SweepConfig:
         if kind == "cuda" and self.compile:
             warmup = max(warmup, d.compiled_warmup)
         return replace(self, dtype=self.dtype or d.dtype,
-                       min_window_s=self.min_window_s or d.min_window_s, warmup=warmup)
+                       min_window_s=self.min_window_s or d.min_window_s, warmup=warmup,
+                       warmup_cap_s=d.warmup_cap_s if self.warmup_cap_s is None
+                       else self.warmup_cap_s)
 
     @property
     def is_resolved(self) -> bool:
@@ -198,6 +208,7 @@ class SweepConfig:
 
 _TYPES: dict[str, tuple[type, ...]] = {
     "repeats": (int,), "warmup": (int, type(None)), "seed": (int,),
+    "warmup_cap_s": (int, float, type(None)),
     "min_window_s": (int, float, type(None)), "idle_s": (int, float),
     "cpu_w_per_logical_cpu": (int, float, type(None)), "phases": (bool,), "compile": (bool,),
     "dtype": (str, type(None)), "engine": (str,), "endpoint": (str, type(None)),

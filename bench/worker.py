@@ -278,6 +278,7 @@ def run_device(device: Device, todo: list[Cell], config: SweepConfig,
     absent = {m["scope"]: m["reason"] for m in missing
               if not any(s.scope == m["scope"] for s in srcs)}
     sampler = None
+    thermal = None
     flush: Callable[[], None] = lambda: None  # noqa: E731
     session = _Models(device, config)
     oom_at: dict[tuple, int] = {}
@@ -288,10 +289,14 @@ def run_device(device: Device, todo: list[Cell], config: SweepConfig,
             # Sampled at 1 kHz for all the device's cells: window edges are interpolated
             # between the counter's updates, not read from a stale counter.
             sampler = Sampler([device.gpu_index], rate_hz=1000.0).start()
+            from bench.thermal import ThermalMonitor
+
+            # temperature, clocks and clock event reasons every 100 ms, per window
+            thermal = ThermalMonitor(device.gpu_index).start()
         node = next((s for s in srcs if s.scope == "node"), None)
         if sampler is not None or node is not None:
             flush = _trace_flusher(run_dir, sampler, node)
-        meter = Meter(srcs, sync=_sync_for(device), sampler=sampler)
+        meter = Meter(srcs, sync=_sync_for(device), sampler=sampler, thermal=thermal)
         idle_w = None
         if device.kind == "cuda":
             idle = measure_idle(device, meter, config.idle_s)
@@ -326,6 +331,8 @@ def run_device(device: Device, todo: list[Cell], config: SweepConfig,
         session.release()
         if sampler is not None:
             sampler.stop()
+        if thermal is not None:
+            thermal.stop()
         flush()
         for s in srcs:
             close = getattr(s, "close", None)
@@ -397,7 +404,8 @@ def _run_one(cell: Cell, wl: Workload, spec: models.ModelSpec, meter: Meter,
     if why:
         return CellRaw(cell, "oom", error=why)
     try:
-        repeats, prefill = cells.measure(cell, wl, meter, config, absent, emit)
+        repeats, prefill, warm = cells.measure_with_warmup(cell, wl, meter, config, absent,
+                                                           emit)
     except Exception as exc:
         if not _is_oom(exc):
             raise
@@ -411,7 +419,7 @@ def _run_one(cell: Cell, wl: Workload, spec: models.ModelSpec, meter: Meter,
         (tr,) = sampler.traces(since_ns=repeats[0]["t0_ns"] - 1_000_000_000)
         trace = tr.power_valid()
     return CellRaw(cell, "ok", repeats=repeats, prefill=prefill, idle_power_w=idle_w,
-                   trace=trace, model_spec=spec)
+                   trace=trace, model_spec=spec, warmup=warm)
 
 
 def _die_with_parent(parent: int) -> None:

@@ -309,3 +309,31 @@ def discover_each() -> tuple[list[GpuInfo], list[tuple[int, str]]]:
         return found, failed
     finally:
         shutdown()
+
+
+# --- Thermal and clock state (issue 17): temperature, clocks, clock event reasons. ---
+
+def read_temperature_c(h) -> float:
+    """The GPU's core temperature (NVML_TEMPERATURE_GPU), C."""
+    return float(_call("temperature", pynvml.nvmlDeviceGetTemperature, h,
+                       pynvml.NVML_TEMPERATURE_GPU))
+
+
+def read_clock_mhz(h, which: str) -> float:
+    """The current ``sm`` or ``mem`` clock, MHz."""
+    kind = {"sm": pynvml.NVML_CLOCK_SM, "mem": pynvml.NVML_CLOCK_MEM}[which]
+    return float(_call(f"{which} clock", pynvml.nvmlDeviceGetClockInfo, h, kind))
+
+
+def read_clock_reasons(h) -> int:
+    """Why the clocks are what they are now: NVML's clock event reasons bitmask.
+
+    ``nvmlDeviceGetCurrentClocksEventReasons`` (drivers 535 and newer), else the older
+    ``nvmlDeviceGetCurrentClocksThrottleReasons`` (same bits).
+    """
+    try:
+        return int(_call("clock event reasons",
+                         pynvml.nvmlDeviceGetCurrentClocksEventReasons, h))
+    except NoSensor:
+        return int(_call("clock throttle reasons",
+                         pynvml.nvmlDeviceGetCurrentClocksThrottleReasons, h))

@@ -225,6 +225,7 @@ class CellRaw:
         pid: the measuring process.
         engine: what ran (the workload's ``describe()``: engine name, version and the
             settings that change the figures), or None.
+        warmup: the warm-up (``bench.cells.warm_up``: calls, seconds, how it ended), or None.
     """
 
     cell: Cell
@@ -239,6 +240,29 @@ class CellRaw:
     other_pids: list[int] | None = None
     pid: int | None = None
     engine: dict | None = None
+    warmup: dict | None = None
+
+
+def flag_throttled(window: dict) -> dict:
+    """The window with its ``throttled`` flag derived from its ``thermal`` block.
+
+    True where the recorded clock event reasons include power or thermal throttling
+    (``bench.results.thermal.THROTTLING``), None where they were not readable; a window
+    without a ``thermal`` block (the CPU) has no flag.
+    """
+    from bench.results.thermal import window_throttled
+
+    out = {k: v for k, v in window.items() if k != "throttled"}
+    if "thermal" in window:
+        out["throttled"] = window_throttled(window["thermal"])
+    return out
+
+
+def throttled_windows(windows: list[dict]) -> int | None:
+    """How many of the windows are flagged ``throttled``; None where no window could say."""
+    flags = [w.get("throttled") for w in windows if "thermal" in w]
+    known = [f for f in flags if f is not None]
+    return sum(1 for f in known if f) if known else None
 
 
 def cell_record(raw: CellRaw) -> dict:
@@ -247,23 +271,30 @@ def cell_record(raw: CellRaw) -> dict:
 
     cell = raw.cell
     scope = primary_scope(cell.device.kind)
+    raw_repeats = [flag_throttled(r) for r in raw.repeats]
+    prefill = flag_throttled(raw.prefill) if raw.prefill is not None else None
     rec: dict[str, Any] = {
         "type": "cell", "cell_id": cell.cell_id, "device": cell.device.label,
         "device_name": cell.device.name, "model": cell.model, "dtype": cell.dtype,
         "batch_size": cell.batch_size, "input_len": cell.input_len,
         "output_len": cell.output_len, "status": raw.status, "error": raw.error,
-        "scope": scope, "energy_method": None, "repeats": list(raw.repeats),
+        "scope": scope, "energy_method": None, "repeats": raw_repeats,
         "figures": None, "uncertainty": None, "idle_power_w": None, "phases": None,
         "roofline": None,
     }
-    if raw.repeats:
+    if raw_repeats:
         rec["energy_method"] = weakest_method(
-            r["energy"].get(scope, {}).get("method") for r in raw.repeats)
-        rec["figures"], rec["uncertainty"] = cell_figures(raw.repeats, scope,
+            r["energy"].get(scope, {}).get("method") for r in raw_repeats)
+        rec["figures"], rec["uncertainty"] = cell_figures(raw_repeats, scope,
                                                           raw.idle_power_w)
+    windows = raw_repeats + ([prefill] if prefill is not None else [])
+    if any("thermal" in w for w in windows):
+        rec["throttled_windows"] = throttled_windows(windows)
+    if raw.warmup is not None:
+        rec["warmup"] = raw.warmup
     if raw.status == "ok":
         rec["idle_power_w"] = raw.idle_power_w
-        rec["phases"] = phases(raw.repeats, raw.prefill, scope, cell.batch_size,
+        rec["phases"] = phases(raw_repeats, prefill, scope, cell.batch_size,
                                cell.input_len, cell.output_len, raw.trace)
         if raw.model_spec is not None:
             rec["roofline"] = roofline.cell_roofline(

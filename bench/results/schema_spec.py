@@ -8,6 +8,7 @@ STR = "string"
 OBJ = "object"
 ARR = "array"
 NULL = "null"
+BOOL = "boolean"
 
 STATUSES = ("complete", "interrupted", "failed")
 CELL_STATUSES = ("ok", "oom", "skipped", "error")
@@ -26,6 +27,11 @@ CELL = {"cell_id": (STR,), "device": (STR,), "model": (STR,), "dtype": (STR,),
 REPEAT = {"t0_ns": (INT,), "t1_ns": (INT,), "duration_s": (NUM,), "generate_calls": (INT,),
           "output_tokens": (INT,), "input_tokens": (INT,), "energy": (OBJ,),
           "readings": (ARR,)}
+# Optional fields (absent in older documents): typed where present, never required.
+# Issue 17: the window's temperature/clocks/reasons and its derived throttled flag; the
+# cell's count of throttled windows and its warm-up.
+CELL_OPTIONAL = {"throttled_windows": (INT, NULL), "warmup": (OBJ,)}
+REPEAT_OPTIONAL = {"thermal": (OBJ, NULL), "throttled": (BOOL, NULL)}
 ENERGY = {"energy_j": (NUM, NULL), "method": (STR, NULL), "reason": (STR, NULL)}
 # tuple[str, ...]: the integer fields added below allow one JSON type, not two
 FIGURES: dict[str, tuple[str, ...]] = {
@@ -38,8 +44,9 @@ ENUMS = {("top", "status"): STATUSES, ("cell", "status"): CELL_STATUSES,
          ("cell", "scope"): SCOPES}
 
 
-def _obj(fields: dict, extra: dict | None = None) -> dict:
-    props = {k: {"type": list(v) if len(v) > 1 else v[0]} for k, v in fields.items()}
+def _obj(fields: dict, extra: dict | None = None, optional: dict | None = None) -> dict:
+    props = {k: {"type": list(v) if len(v) > 1 else v[0]}
+             for k, v in {**(optional or {}), **fields}.items()}
     for k, v in (extra or {}).items():
         props[k] = {**props.get(k, {}), **v}
     return {"type": "object", "required": sorted(fields), "properties": props}
@@ -49,14 +56,16 @@ def json_schema() -> dict:
     """The JSON Schema (draft 2020-12) of result.json, made from the tables above."""
     energy = _obj(ENERGY, {"method": {"enum": [*METHODS, None]}})
     repeat = _obj(REPEAT, {"energy": {"additionalProperties": energy},
-                           "t0_ns": {"minimum": 0}, "duration_s": {"minimum": 0}})
+                           "t0_ns": {"minimum": 0}, "duration_s": {"minimum": 0}},
+                  REPEAT_OPTIONAL)
     cell = _obj(CELL, {"status": {"enum": list(CELL_STATUSES)},
                        "scope": {"enum": list(SCOPES)},
                        "energy_method": {"enum": [*METHODS, None]},
                        "batch_size": {"minimum": 1}, "input_len": {"minimum": 1},
                        "output_len": {"minimum": 1},
                        "repeats": {"items": repeat},
-                       "figures": _obj(FIGURES) | {"type": ["object", "null"]}})
+                       "figures": _obj(FIGURES) | {"type": ["object", "null"]}},
+                CELL_OPTIONAL)
     prov = _obj(PROVENANCE, {"harness": _obj(HARNESS)})
     top = _obj(TOP, {"schema": {"const": "joulebench/result"},
                      "schema_version": {"const": 3},

@@ -44,12 +44,12 @@ class Check:
 # -- rules -----------------------------------------------------------------------------
 
 _PY = {S.NUM: (int, float), S.INT: (int,), S.STR: (str,), S.OBJ: (dict,), S.ARR: (list,),
-       S.NULL: (type(None),)}
+       S.NULL: (type(None),), S.BOOL: (bool,)}
 
 
 def _typed(value, kinds) -> bool:
     if isinstance(value, bool):
-        return False
+        return S.BOOL in kinds
     return any(isinstance(value, _PY[k]) for k in kinds)
 
 
@@ -61,6 +61,13 @@ def _fields(obj, spec: dict, where: str, errors: list) -> None:
         if key not in obj:
             errors.append(f"{where}.{key} is missing")
         elif not _typed(obj[key], kinds):
+            errors.append(f"{where}.{key} should be {' or '.join(kinds)}")
+
+
+def _optional(obj: dict, spec: dict, where: str, errors: list) -> None:
+    """Optional fields: typed where present."""
+    for key, kinds in spec.items():
+        if key in obj and not _typed(obj[key], kinds):
             errors.append(f"{where}.{key} should be {' or '.join(kinds)}")
 
 
@@ -87,6 +94,7 @@ def rule_schema(doc: dict) -> list[str]:
         _fields(c, S.CELL, where, errors)
         if len(errors) > before:
             continue
+        _optional(c, S.CELL_OPTIONAL, where, errors)
         if c["status"] not in S.CELL_STATUSES:
             errors.append(f"{where}.status {c['status']!r} is unknown")
         if c["scope"] not in S.SCOPES:
@@ -104,6 +112,7 @@ def rule_schema(doc: dict) -> list[str]:
             _fields(r, S.REPEAT, rw, errors)
             if len(errors) > b:
                 continue
+            _optional(r, S.REPEAT_OPTIONAL, rw, errors)
             for scope, e in r["energy"].items():
                 _fields(e, S.ENERGY, f"{rw}.energy.{scope}", errors)
                 if isinstance(e, dict) and e.get("method") not in (*S.METHODS, None):
@@ -210,6 +219,12 @@ def rule_figures(doc: dict, run_dir: Path) -> list[str]:
             continue
         for k in ("energy_method", "figures", "uncertainty"):
             _diff(c.get(k), again[k], f"{cid}: {k}", errors)
+        # each window's throttled flag follows from its recorded clock event reasons
+        _diff([r.get("throttled") for r in c["repeats"]],
+              [r.get("throttled") for r in again["repeats"]], f"{cid}: repeats' throttled",
+              errors)
+        _diff(c.get("throttled_windows"), again.get("throttled_windows"),
+              f"{cid}: throttled_windows", errors)
         if c["status"] == "ok":
             want_ph = dict(again["phases"])
             if c["device"] not in power:  # no trace to redo the timeline from

@@ -31,7 +31,9 @@
  * the level becomes w: step = w - base_w. The counter at each refresh is the exact
  * integral of power(t) from t = 0 (floored to mJ), so fake_nvml_true_energy_j gives the
  * truth of any interval. History is kept from nvmlInit until the next first nvmlInit.
- * Times are CLOCK_MONOTONIC seconds (ns in the test calls). */
+ * Times are CLOCK_MONOTONIC seconds (ns in the test calls).
+ * Temperature, clocks and clock event reasons (keys temp_c, temp_c_per_w, sm_mhz, mem_mhz,
+ * throttle, thermal, event_reasons): see the issue 17 block below. */
 #define _GNU_SOURCE
 #include <math.h>
 #include <pthread.h>
@@ -494,3 +496,98 @@ int nvmlDeviceGetComputeRunningProcesses_v3(void *h, unsigned int *count, proc_t
     *count = n;
     return NVML_SUCCESS;
 }
+
+/* ---- Issue 17 (thermal and clock state): temperature, clocks, clock event reasons ----
+ * Keys, read apart from parse() (defaults in brackets):
+ *   temp_c [45]        nvmlDeviceGetTemperature (NVML_TEMPERATURE_GPU), C
+ *   temp_c_per_w [0]   > 0: the temperature rises with power: temp_c + this x (power(t) -
+ *                      base_w), power(t) the device's exact power now
+ *   sm_mhz [1980]      nvmlDeviceGetClockInfo(NVML_CLOCK_SM), MHz
+ *   mem_mhz [2619]     nvmlDeviceGetClockInfo(NVML_CLOCK_MEM), MHz
+ *   throttle [0]       nvmlDeviceGetCurrentClocksEventReasons (and ..ThrottleReasons):
+ *                      the bitmask (4 = SW power cap, 8 = HW slowdown, 32 = SW thermal, ...)
+ *   thermal [1]        0: all of the above are NOT_SUPPORTED
+ *   event_reasons [1]  0: only the older nvmlDeviceGetCurrentClocksThrottleReasons answers
+ *                      (the ..EventReasons call is NOT_SUPPORTED, as on older drivers)
+ * Test calls (not NVML): fake_nvml_set_throttle(dev, mask), fake_nvml_set_temp_c(dev, c),
+ * fake_nvml_set_clocks_mhz(dev, sm, mem) change them from then on (until the next first
+ * nvmlInit, which reads the keys again). */
+typedef struct { double temp_c, temp_c_per_w, sm_mhz, mem_mhz; unsigned long long mask;
+                 int supported, event_reasons; } therm_t;
+static therm_t therm[MAXDEV];
+static double therm_read_at = -1; /* t_init when the keys were last read */
+static pthread_mutex_t therm_lock = PTHREAD_MUTEX_INITIALIZER;
+
+static therm_t *therm_of(dev_t_ *d) { /* the device's state, keys read once per init */
+    pthread_mutex_lock(&therm_lock);
+    if (therm_read_at != t_init) {
+        for (int i = 0; i < ndev; i++) {
+            therm[i].temp_c = extra_key(i, "temp_c", 45);
+            therm[i].temp_c_per_w = extra_key(i, "temp_c_per_w", 0);
+            therm[i].sm_mhz = extra_key(i, "sm_mhz", 1980);
+            therm[i].mem_mhz = extra_key(i, "mem_mhz", 2619);
+            therm[i].mask = (unsigned long long)extra_key(i, "throttle", 0);
+            therm[i].supported = extra_key(i, "thermal", 1) != 0;
+            therm[i].event_reasons = extra_key(i, "event_reasons", 1) != 0;
+        }
+        therm_read_at = t_init;
+    }
+    pthread_mutex_unlock(&therm_lock);
+    return &therm[d->index];
+}
+
+int nvmlDeviceGetTemperature(void *h, int sensor, unsigned int *c) {
+    dev_t_ *d; int r = enter(h, &d); if (r) return r;
+    therm_t *t = therm_of(d);
+    if (!t->supported || sensor != 0) return NVML_ERROR_NOT_SUPPORTED;
+    pthread_mutex_lock(&therm_lock);
+    double v = t->temp_c, k = t->temp_c_per_w;
+    pthread_mutex_unlock(&therm_lock);
+    if (k > 0) v += k * (power_ns(d, now_ns()) - d->base_w);
+    *c = v > 0 ? (unsigned int)lround(v) : 0;
+    return NVML_SUCCESS;
+}
+
+int nvmlDeviceGetClockInfo(void *h, int type, unsigned int *mhz) {
+    dev_t_ *d; int r = enter(h, &d); if (r) return r;
+    therm_t *t = therm_of(d);
+    if (!t->supported || (type != 1 && type != 2)) return NVML_ERROR_NOT_SUPPORTED;
+    pthread_mutex_lock(&therm_lock);
+    *mhz = (unsigned int)lround(type == 1 ? t->sm_mhz : t->mem_mhz); /* 1 SM, 2 MEM */
+    pthread_mutex_unlock(&therm_lock);
+    return NVML_SUCCESS;
+}
+
+static int reasons(void *h, unsigned long long *mask, int event_call) {
+    dev_t_ *d; int r = enter(h, &d); if (r) return r;
+    therm_t *t = therm_of(d);
+    if (!t->supported || (event_call && !t->event_reasons)) return NVML_ERROR_NOT_SUPPORTED;
+    pthread_mutex_lock(&therm_lock);
+    *mask = t->mask;
+    pthread_mutex_unlock(&therm_lock);
+    return NVML_SUCCESS;
+}
+int nvmlDeviceGetCurrentClocksEventReasons(void *h, unsigned long long *m) { return reasons(h, m, 1); }
+int nvmlDeviceGetCurrentClocksThrottleReasons(void *h, unsigned long long *m) { return reasons(h, m, 0); }
+
+/* Test calls: 0 on success, -1 for no such device. */
+int fake_nvml_set_throttle(int dev, unsigned long long mask) {
+    if (dev < 0 || dev >= ndev) return -1;
+    therm_t *t = therm_of(&devs[dev]);
+    pthread_mutex_lock(&therm_lock); t->mask = mask; pthread_mutex_unlock(&therm_lock);
+    return 0;
+}
+int fake_nvml_set_temp_c(int dev, double c) {
+    if (dev < 0 || dev >= ndev) return -1;
+    therm_t *t = therm_of(&devs[dev]);
+    pthread_mutex_lock(&therm_lock); t->temp_c = c; pthread_mutex_unlock(&therm_lock);
+    return 0;
+}
+int fake_nvml_set_clocks_mhz(int dev, double sm, double mem) {
+    if (dev < 0 || dev >= ndev) return -1;
+    therm_t *t = therm_of(&devs[dev]);
+    pthread_mutex_lock(&therm_lock); t->sm_mhz = sm; t->mem_mhz = mem;
+    pthread_mutex_unlock(&therm_lock);
+    return 0;
+}
+/* ---- end of issue 17 block ---- */
