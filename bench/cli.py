@@ -275,9 +275,9 @@ def build_parser() -> argparse.ArgumentParser:
     ec.add_argument("args", nargs="*", metavar="[ACTION] [PATH...]",
                     help="optional action (check-claim, sensitivity, scenarios), then result "
                     "documents, run directories, folders or table files (default results/)")
-    ec.add_argument("--scenario", default=None,
+    ec.add_argument("--scenario", default=None, action="append",
                     help="built-in scenario name or a scenario TOML file (default "
-                    "china-grid-reference)")
+                    "china-grid-reference); optimize takes several")
     ec.add_argument("--format", choices=("table", "csv", "json"), default="table",
                     help="table (default), csv or json (a list of row objects)")
     # Values are parsed here and checked in one place, the scenario (bench.econ.scenario).
@@ -654,7 +654,7 @@ def cmd_import(args: argparse.Namespace) -> int:
     return 0
 
 
-ECON_ACTIONS = ("check-claim", "sensitivity", "scenarios")
+ECON_ACTIONS = ("check-claim", "sensitivity", "scenarios", "optimize")
 
 
 def cmd_econ(args: argparse.Namespace) -> int:
@@ -677,7 +677,10 @@ def cmd_econ(args: argparse.Namespace) -> int:
                 print(f"  mix {m['source']}: share {m['share']:g}, {m['rmb_per_kwh']:.4g} RMB/kWh "
                       f"[{m['low_rmb_per_kwh']:.4g}, {m['high_rmb_per_kwh']:.4g}]")
         return 0
-    sc = econ.load(args.scenario or econ.DEFAULT_SCENARIO, fx_usd_cny=args.fx)
+    names = args.scenario or [econ.DEFAULT_SCENARIO]
+    if len(names) > 1 and action != "optimize":
+        raise BenchError("one --scenario (several only with bench econ optimize)")
+    sc = econ.load(names[0], fx_usd_cny=args.fx)
     overrides = {k: v for k, v in (
         ("elec_rmb_per_kwh", args.elec_rmb_per_kwh), ("pue", args.pue),
         ("gpu_share_of_it_power", args.gpu_share), ("utilization", args.utilization),
@@ -702,6 +705,8 @@ def cmd_econ(args: argparse.Namespace) -> int:
         if rows is not None:
             _emit(rows, args.format)
         return 0
+    if action == "optimize":  # issue 15: the operating point per scenario
+        return _econ_optimize(args, names, overrides, paths)
     table = load_table(paths, include_reference=with_ref)
     if not len(table):
         raise BenchError(f"no rows in {' '.join(paths) or 'results/'}: run bench run or "
@@ -738,6 +743,32 @@ def cmd_econ(args: argparse.Namespace) -> int:
                   f"{sc.value('gpu_share_of_it_power'):g} for the others.")
     else:
         _emit(v, args.format)
+    return 0
+
+
+def _econ_optimize(args: argparse.Namespace, names: list[str], overrides: dict,
+                   paths: list[str]) -> int:
+    """``bench econ optimize TABLE --scenario A [--scenario B]``: per device and model,
+    the (power limit, batch) of the best margin per GPU-hour and of the most tokens per kWh."""
+    from bench import econ
+    from bench.econ import optimize
+    from bench.results import load_table
+
+    table = load_table(paths, include_reference=False)  # imported rows set no limit
+    if not len(table):
+        raise BenchError(f"no rows in {' '.join(paths)}: run bench run first")
+    scenarios = []
+    for name in names:
+        sc = econ.load(name, fx_usd_cny=args.fx)
+        scenarios.append(sc.with_values(**overrides) if overrides else sc)
+    points = optimize.operating_points(table, scenarios,
+                                       price_rmb_per_mtok=args.price_rmb_per_mtok,
+                                       capex_rmb_per_gpu=args.capex_rmb_per_gpu)
+    if args.format == "table":
+        for line in optimize.describe(points):
+            print(line)
+    else:
+        _emit(points, args.format)
     return 0
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-TABLE_SCHEMA_VERSION = 2
+TABLE_SCHEMA_VERSION = 3
 
 # (column, meaning). The order is the table's order; every row has every column.
 COLUMNS: tuple[tuple[str, str], ...] = (
@@ -44,6 +44,8 @@ COLUMNS: tuple[tuple[str, str], ...] = (
     ("contended", "another process computed on the GPU during the cell"),
     ("node_tokens_per_j", "output tokens per joule of the whole node (its BMC), where "
      "measured"),
+    ("power_limit_w", "the GPU's enforced power limit during the cell (the power-limit "
+     "axis), W; null where the run did not set one"),
     ("harness_version", "joulebench version (null for imports)"),
     ("git_commit", "harness commit (null for imports)"),
 )
@@ -55,7 +57,7 @@ NUMERIC_COLUMNS = tuple(c for c in COLUMN_NAMES if c not in (*TEXT_COLUMNS, "con
 # Columns added after version 1, by the version that added them: a table file of an
 # older version is read with them null.
 ADDED = {"node_tokens_per_j": 2, "output_tokens_per_j_ci_low": 2,
-         "output_tokens_per_j_ci_high": 2, "ci_level": 2}
+         "output_tokens_per_j_ci_high": 2, "ci_level": 2, "power_limit_w": 3}
 
 
 def missing_columns(names: object) -> list[str]:

@@ -23,6 +23,11 @@ CELL = {"cell_id": (STR,), "device": (STR,), "model": (STR,), "dtype": (STR,),
         "batch_size": (INT,), "input_len": (INT,), "output_len": (INT,), "status": (STR,),
         "scope": (STR,), "energy_method": (STR, NULL), "repeats": (ARR,),
         "figures": (OBJ, NULL), "uncertainty": (OBJ, NULL)}
+# Optional cell fields (absent in older documents; checked where present). Issue 15: the
+# power-limit axis (enforced and asked-for limit in W, the fraction of the default, the SM
+# clock seen after the cell).
+CELL_OPTIONAL = {"power_limit_w": (NUM, NULL), "power_limit_set_w": (NUM, NULL),
+                 "power_limit_frac": (NUM, NULL), "sm_clock_mhz": (INT, NULL)}
 REPEAT = {"t0_ns": (INT,), "t1_ns": (INT,), "duration_s": (NUM,), "generate_calls": (INT,),
           "output_tokens": (INT,), "input_tokens": (INT,), "energy": (OBJ,),
           "readings": (ARR,)}
@@ -56,7 +61,8 @@ def json_schema() -> dict:
                        "batch_size": {"minimum": 1}, "input_len": {"minimum": 1},
                        "output_len": {"minimum": 1},
                        "repeats": {"items": repeat},
-                       "figures": _obj(FIGURES) | {"type": ["object", "null"]}})
+                       "figures": _obj(FIGURES) | {"type": ["object", "null"]},
+                       **{k: {"type": list(v)} for k, v in CELL_OPTIONAL.items()}})
     prov = _obj(PROVENANCE, {"harness": _obj(HARNESS)})
     top = _obj(TOP, {"schema": {"const": "joulebench/result"},
                      "schema_version": {"const": 3},

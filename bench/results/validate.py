@@ -98,6 +98,7 @@ def rule_schema(doc: dict) -> list[str]:
                 errors.append(f"{where}.{k} must be 1 or more")
         if c["figures"] is not None:
             _fields(c["figures"], S.FIGURES, f"{where}.figures", errors)
+        _fields(c, {k: v for k, v in S.CELL_OPTIONAL.items() if k in c}, where, errors)
         for j, r in enumerate(c["repeats"]):
             rw = f"{where}.repeats[{j}]"
             b = len(errors)
