@@ -271,10 +271,13 @@ def build_parser() -> argparse.ArgumentParser:
                         "margin and break-even price, per row of the table, under a scenario. "
                         "Actions: (none) the value table; check-claim: the 0.5 -> 10 RMB/kWh "
                         "claim; sensitivity: tornado and solar-efficiency curve; scenarios: "
-                        "the built-in scenarios.")
+                        "the built-in scenarios; optimize TABLE --scenario A --scenario B: "
+                        "the (power limit, batch) of the best margin per GPU-hour and of the "
+                        "most tokens per kWh.")
     ec.add_argument("args", nargs="*", metavar="[ACTION] [PATH...]",
-                    help="optional action (check-claim, sensitivity, scenarios), then result "
-                    "documents, run directories, folders or table files (default results/)")
+                    help="optional action (check-claim, sensitivity, scenarios, optimize), "
+                    "then result documents, run directories, folders or table files "
+                    "(default results/)")
     ec.add_argument("--scenario", default=None, action="append",
                     help="built-in scenario name or a scenario TOML file (default "
                     "china-grid-reference); optimize takes several")

@@ -1,4 +1,4 @@
-"""bench econ optimize: the (power limit, batch) per scenario, against answers worked out by hand."""
+"""bench econ optimize: the (power limit, batch) per scenario, against answers by hand."""
 
 import json
 

@@ -181,6 +181,16 @@ def test_a_sweep_over_two_limits_follows_them_and_restores(fake_nvml_dir, tmp_pa
     assert "power limit put back from 450 W to 700 W" in p.stderr
     assert not _saved(tmp_path) and not (out / "power-limits.json").exists()
     assert all(c.ok for c in V.validate(out)), [c.line() for c in V.validate(out)]
+    # the plan check knows the axis; the fields are typed where present
+    for mutate, rule in ((lambda c: c.update(power_limit_set_w=400.0), "plan"),
+                         (lambda c: c.update(power_limit_w="300"), "schema")):
+        bad = tmp_path / f"bad-{rule}"
+        bad.mkdir()
+        d = json.loads((out / "result.json").read_text())
+        mutate(d["cells"][0])
+        (bad / "result.json").write_text(json.dumps(d))
+        (bad / "trace.parquet").write_bytes((out / "trace.parquet").read_bytes())
+        assert rule in {c.rule for c in V.validate(bad) if not c.ok}
     table = _bench(env, "table", str(out), "--no-reference", "--format", "json")
     rows = json.loads(table.stdout)
     assert sorted(r["power_limit_w"] for r in rows) == [300, 450]
