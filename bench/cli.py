@@ -34,6 +34,15 @@ def _int_list(text: str) -> tuple[int, ...]:
     return vals
 
 
+def _float_list(text: str) -> tuple[float, ...]:
+    """Comma-separated numbers (ranges are the library's to check)."""
+    try:
+        return tuple(float(p) for p in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a comma-separated list of numbers") from None
+
+
 def _str_list(text: str) -> tuple[str, ...]:
     parts = [p.strip() for p in text.split(",")]
     if any(p == "" for p in parts):
@@ -170,6 +179,12 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--request-timeout-s", type=_positive_float, default=None,
                    help="with --endpoint: longest wait for a stream's next chunk, s "
                    "(default 120)")
+    # issue 15: the power-limit axis (sets the GPU's limit for the run; needs root)
+    r.add_argument("--power-limit-w", type=_float_list, default=None, metavar="W[,W...]",
+                   help="sweep the GPUs' power limit over these values, W (needs root; "
+                   "the original limit is put back however the run ends)")
+    r.add_argument("--power-limit-frac", type=_float_list, default=None, metavar="F[,F...]",
+                   help="the same axis as fractions of each GPU's default power limit")
     r.set_defaults(func=cmd_run)
 
     me = sub.add_parser("measure", help="measure the GPU and CPU energy of any command",
@@ -260,13 +275,16 @@ def build_parser() -> argparse.ArgumentParser:
                         "margin and break-even price, per row of the table, under a scenario. "
                         "Actions: (none) the value table; check-claim: the 0.5 -> 10 RMB/kWh "
                         "claim; sensitivity: tornado and solar-efficiency curve; scenarios: "
-                        "the built-in scenarios.")
+                        "the built-in scenarios; optimize TABLE --scenario A --scenario B: "
+                        "the (power limit, batch) of the best margin per GPU-hour and of the "
+                        "most tokens per kWh.")
     ec.add_argument("args", nargs="*", metavar="[ACTION] [PATH...]",
-                    help="optional action (check-claim, sensitivity, scenarios), then result "
-                    "documents, run directories, folders or table files (default results/)")
-    ec.add_argument("--scenario", default=None,
+                    help="optional action (check-claim, sensitivity, scenarios, optimize), "
+                    "then result documents, run directories, folders or table files "
+                    "(default results/)")
+    ec.add_argument("--scenario", default=None, action="append",
                     help="built-in scenario name or a scenario TOML file (default "
-                    "china-grid-reference)")
+                    "china-grid-reference); optimize takes several")
     ec.add_argument("--format", choices=("table", "csv", "json"), default="table",
                     help="table (default), csv or json (a list of row objects)")
     # Values are parsed here and checked in one place, the scenario (bench.econ.scenario).
@@ -339,6 +357,16 @@ def build_parser() -> argparse.ArgumentParser:
     ls.add_argument("--dtype", choices=("fp32", "bf16", "fp16"), default="bf16",
                     help="dtype for bytes and memory (default bf16)")
     ls.set_defaults(func=cmd_list)
+
+    # issue 15: put back power limits a killed run left
+    rs = sub.add_parser("restore-power", help="put back GPU power limits a killed run left",
+                        description="A run with --power-limit-w/--power-limit-frac records "
+                        "each GPU's original limit before changing it; after a SIGKILL this "
+                        "puts it back (bench run and bench run --resume also do).")
+    rs.add_argument("run_dir", nargs="?", default=None, metavar="RUN_DIR",
+                    help="the run whose limits to put back (default: every GPU a killed "
+                    "run left changed)")
+    rs.set_defaults(func=cmd_restore_power)
     return p
 
 
@@ -372,7 +400,8 @@ def _sweep_flags(args: argparse.Namespace) -> dict:
             "phases": False if args.no_phases else None,
             "compile": False if args.no_compile else None,
             "node_power": args.node_power, "bmc_insecure": True if args.bmc_insecure else None,
-            "bmc_ca_file": args.bmc_ca_file, "bmc_credentials": args.bmc_credentials}
+            "bmc_ca_file": args.bmc_ca_file, "bmc_credentials": args.bmc_credentials,
+            "power_limit_w": args.power_limit_w, "power_limit_frac": args.power_limit_frac}
 
 
 class _Terminated(KeyboardInterrupt):
@@ -405,7 +434,8 @@ def cmd_run(args: argparse.Namespace) -> int:
             ("--min-window-s", args.min_window_s), ("--repeats", args.repeats),
             ("--out", args.out), ("--engine", args.engine), ("--endpoint", args.endpoint),
             ("--concurrency", args.concurrency), ("--serve-cmd", args.serve_cmd),
-            ("--node-power", args.node_power)) if v is not None]
+            ("--node-power", args.node_power), ("--power-limit-w", args.power_limit_w),
+            ("--power-limit-frac", args.power_limit_frac)) if v is not None]
         if given:
             raise BenchError(f"--resume continues the run as it was configured; drop "
                              f"{given[0]}")
@@ -444,7 +474,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     old = signal.signal(signal.SIGTERM, _on_sigterm)
     try:
         if args.resume:
-            outcome = mode.resume(args.resume, on_start, on_event)
+            outcome = mode.resume(args.resume, on_start, on_event,
+                                  **({"on_notice": notice} if mode is runner else {}))
         else:
             outcome = mode.run(config, args.gpu, args.out, on_start, on_event, notice)
     except KeyboardInterrupt as exc:
@@ -630,7 +661,7 @@ def cmd_import(args: argparse.Namespace) -> int:
     return 0
 
 
-ECON_ACTIONS = ("check-claim", "sensitivity", "scenarios")
+ECON_ACTIONS = ("check-claim", "sensitivity", "scenarios", "optimize")
 
 
 def cmd_econ(args: argparse.Namespace) -> int:
@@ -653,7 +684,10 @@ def cmd_econ(args: argparse.Namespace) -> int:
                 print(f"  mix {m['source']}: share {m['share']:g}, {m['rmb_per_kwh']:.4g} RMB/kWh "
                       f"[{m['low_rmb_per_kwh']:.4g}, {m['high_rmb_per_kwh']:.4g}]")
         return 0
-    sc = econ.load(args.scenario or econ.DEFAULT_SCENARIO, fx_usd_cny=args.fx)
+    names = args.scenario or [econ.DEFAULT_SCENARIO]
+    if len(names) > 1 and action != "optimize":
+        raise BenchError("one --scenario (several only with bench econ optimize)")
+    sc = econ.load(names[0], fx_usd_cny=args.fx)
     overrides = {k: v for k, v in (
         ("elec_rmb_per_kwh", args.elec_rmb_per_kwh), ("pue", args.pue),
         ("gpu_share_of_it_power", args.gpu_share), ("utilization", args.utilization),
@@ -678,6 +712,8 @@ def cmd_econ(args: argparse.Namespace) -> int:
         if rows is not None:
             _emit(rows, args.format)
         return 0
+    if action == "optimize":  # issue 15: the operating point per scenario
+        return _econ_optimize(args, names, overrides, paths)
     table = load_table(paths, include_reference=with_ref)
     if not len(table):
         raise BenchError(f"no rows in {' '.join(paths) or 'results/'}: run bench run or "
@@ -714,6 +750,32 @@ def cmd_econ(args: argparse.Namespace) -> int:
                   f"{sc.value('gpu_share_of_it_power'):g} for the others.")
     else:
         _emit(v, args.format)
+    return 0
+
+
+def _econ_optimize(args: argparse.Namespace, names: list[str], overrides: dict,
+                   paths: list[str]) -> int:
+    """``bench econ optimize TABLE --scenario A [--scenario B]``: per device and model,
+    the (power limit, batch) of the best margin per GPU-hour and of the most tokens per kWh."""
+    from bench import econ
+    from bench.econ import optimize
+    from bench.results import load_table
+
+    table = load_table(paths, include_reference=False)  # imported rows set no limit
+    if not len(table):
+        raise BenchError(f"no rows in {' '.join(paths)}: run bench run first")
+    scenarios = []
+    for name in names:
+        sc = econ.load(name, fx_usd_cny=args.fx)
+        scenarios.append(sc.with_values(**overrides) if overrides else sc)
+    points = optimize.operating_points(table, scenarios,
+                                       price_rmb_per_mtok=args.price_rmb_per_mtok,
+                                       capex_rmb_per_gpu=args.capex_rmb_per_gpu)
+    if args.format == "table":
+        for line in optimize.describe(points):
+            print(line)
+    else:
+        _emit(points, args.format)
     return 0
 
 
@@ -798,6 +860,29 @@ def cmd_list(args: argparse.Namespace) -> int:
         print(f"skipped {line}")
     if "devices" in out and out["gpu_reason"]:
         print(f"(no GPU: {out['gpu_reason']})")
+    return 0
+
+
+def cmd_restore_power(args: argparse.Namespace) -> int:
+    """``bench restore-power [RUN_DIR]``: put back the power limits a killed run left."""
+    from bench import powerlimit, runner
+    from bench.devices import Device
+
+    if args.run_dir is not None:
+        devs = [Device("cuda", int(e["index"]), "", e.get("uuid"))
+                for e in powerlimit.saved_entries(args.run_dir)]
+        if not devs:
+            print(f"{args.run_dir}: no power limit to put back")
+            return 0
+        with runner.GpuLock(devs):
+            lines = powerlimit.restore(args.run_dir)
+    else:
+        with runner.GpuLock(powerlimit.stale_devices()):
+            lines = powerlimit.restore_stale(None)
+    for line in lines:
+        print(line)
+    if not lines:
+        print("no power limit to put back")
     return 0
 
 

@@ -177,12 +177,14 @@ def run(config: SweepConfig, gpu: str | list[int] = "auto", out: Path | str | No
         if why and on_notice:
             on_notice(f"node power: {why}; the node scope will be null")
     with GpuLock(devs):
+        limits = _power_limits_first(config, devs, on_notice)
         run_ = start_run(config, devs, out)
-        return _measure(run_, on_start, on_event)
+        return _measure_at_limits(run_, limits, on_start, on_event, on_notice)
 
 
 def resume(run_dir: Path | str, on_start: Callable[[Run, list[Cell]], None] | None = None,
-           on_event: Event | None = None, inventory: Inventory | None = None) -> Outcome:
+           on_event: Event | None = None, inventory: Inventory | None = None,
+           on_notice: Callable[[str], None] | None = None) -> Outcome:
     """Continue a run from its journal: only the cells it lacks; always writes result.json.
 
     A run whose every cell is measured and whose result.json exists is left as it is
@@ -194,9 +196,47 @@ def resume(run_dir: Path | str, on_start: Callable[[Run, list[Cell]], None] | No
     """
     run_ = resume_run(run_dir, inventory)
     if not pending(run_) and run_.result_path.exists():
+        with GpuLock(run_.devices):  # a killed run's power limits go back all the same
+            _power_limits_first(SweepConfig(), run_.devices, on_notice)
         return Outcome(run_, run_.result_path, 0)
     with GpuLock(run_.devices):
+        limits = _power_limits_first(run_.config, run_.devices, on_notice)
+        return _measure_at_limits(run_, limits, on_start, on_event, on_notice)
+
+
+def _power_limits_first(config: SweepConfig, devs: list[Device],
+                        on_notice: Callable[[str], None] | None) -> dict:
+    """Under the GPUs' locks, before any work: put back what a killed run left, then
+    check the power-limit axis (see ``bench.powerlimit``)."""
+    from bench import powerlimit
+
+    for line in powerlimit.restore_stale(devs):
+        if on_notice:
+            on_notice(line)
+    return powerlimit.check(config, devs)
+
+
+def _measure_at_limits(run_: Run, limits: dict,
+                       on_start: Callable[[Run, list[Cell]], None] | None,
+                       on_event: Event | None,
+                       on_notice: Callable[[str], None] | None) -> Outcome:
+    """:func:`_measure`, the GPUs' original power limits saved before and put back after,
+    however it ends (without the axis: nothing is set or put back)."""
+    if not limits:
         return _measure(run_, on_start, on_event)
+    from bench import powerlimit
+
+    powerlimit.save_originals(run_.run_dir, limits, run_.devices)
+    try:
+        return _measure(run_, on_start, on_event)
+    finally:
+        try:
+            lines = powerlimit.restore(run_.run_dir)
+        except BenchError as exc:
+            lines = [str(exc)]
+        for line in lines:
+            if on_notice:
+                on_notice(line)
 
 
 def _measure(run_: Run, on_start: Callable[[Run, list[Cell]], None] | None,

@@ -88,6 +88,10 @@ class SweepConfig:
         bmc_ca_file: a CA bundle to verify the BMC with.
         bmc_credentials: a file with the BMC's username and password (never the secret
             itself; see ``bench.devices.bmc.credentials``).
+        power_limit_w: GPU power limits to sweep, W (a sweep axis; empty: the GPU's
+            limit is never touched).
+        power_limit_frac: the same axis as fractions of each GPU's default power limit
+            (not together with ``power_limit_w``).
     """
 
     models: tuple[str, ...] = ("tiny-llama",)
@@ -113,9 +117,12 @@ class SweepConfig:
     bmc_ca_file: str | None = None
     bmc_credentials: str | None = None
     warmup_cap_s: float | None = None
+    power_limit_w: tuple[float, ...] = ()
+    power_limit_frac: tuple[float, ...] = ()
 
     def __post_init__(self) -> None:
         _check_types(self)
+        _check_power_limits(self)
         if not self.models:
             raise BenchError("no model given")
         for name, vals in (("batch size", self.batch_sizes), ("input length", self.input_lens),
@@ -219,6 +226,33 @@ _TYPES: dict[str, tuple[type, ...]] = {
 }
 
 
+def _check_power_limits(config: SweepConfig) -> None:
+    """The power-limit axis: numbers, positive, one of W or fractions, not on an endpoint."""
+    for name in ("power_limit_w", "power_limit_frac"):
+        v = getattr(config, name)
+        if not isinstance(v, tuple) or not all(
+                isinstance(x, (int, float)) and not isinstance(x, bool) for x in v):
+            raise BenchError(f"sweep setting {name} must be a list of numbers")
+        if any(not x > 0 or x == float("inf") for x in v):
+            raise BenchError(f"every {name} value must be a positive number")
+    if config.power_limit_w and config.power_limit_frac:
+        raise BenchError("give the power limits in W or as fractions of the default "
+                         "(--power-limit-w or --power-limit-frac), not both")
+    if (config.power_limit_w or config.power_limit_frac) and config.engine == "endpoint":
+        raise BenchError("--power-limit-w/--power-limit-frac: not in endpoint mode (the "
+                         "server's GPUs are not set by this harness)")
+
+
+def power_limit_axis(config: SweepConfig) -> list[tuple[float | None, float | None]]:
+    """The axis's points as (W, fraction) pairs, in the order given, each once;
+    [(None, None)] where the sweep has no power-limit axis."""
+    if config.power_limit_w:
+        return [(float(w), None) for w in dict.fromkeys(config.power_limit_w)]
+    if config.power_limit_frac:
+        return [(None, float(f)) for f in dict.fromkeys(config.power_limit_frac)]
+    return [(None, None)]
+
+
 def _check_types(config: SweepConfig) -> None:
     """One line for a value of the wrong type (a sweep file can hold anything)."""
     for name, kinds in _TYPES.items():
@@ -245,6 +279,8 @@ class Cell:
     input_len: int
     output_len: int
     engine: str = "hf"
+    power_limit_w: float | None = None  # the power-limit axis, in W ...
+    power_limit_frac: float | None = None  # ... or of the GPU's default limit
 
     def with_device(self, device: Device) -> Cell:
         """The same cell on another Device object (a worker's view of its GPU)."""
@@ -255,7 +291,12 @@ class Cell:
         """``gpu0/model/dtype/b8/i512/o256``, with ``/engine`` after it for engines but hf."""
         base = (f"{self.device.label}/{self.model}/{self.dtype}/b{self.batch_size}"
                 f"/i{self.input_len}/o{self.output_len}")
-        return base if self.engine == "hf" else f"{base}/{self.engine}"
+        base = base if self.engine == "hf" else f"{base}/{self.engine}"
+        if self.power_limit_w is not None:
+            return f"{base}/pl{self.power_limit_w:g}w"
+        if self.power_limit_frac is not None:
+            return f"{base}/pl{self.power_limit_frac:g}x"
+        return base
 
 
 def load_config_file(path: str) -> dict[str, Any]:
@@ -294,13 +335,17 @@ def plan(config: SweepConfig, devices: list[Device]) -> list[Cell]:
     ``config`` must be resolved for the devices' kind (its dtype set); an unresolved one
     is resolved per device here. An endpoint run has one cell per shape, on the first
     device: the server spans every selected GPU, and the cell's energy is their sum.
+    With a power-limit axis, a device's cells are grouped by limit (outermost), so each
+    limit is set once per device.
     """
     cells = []
     for dev in devices[:1] if config.engine == "endpoint" else devices:
         dtype = config.dtype or DEVICE_DEFAULTS[dev.kind].dtype
-        for m in config.models:
-            for i in config.input_lens:
-                for o in config.output_lens:
-                    for b in sorted(config.batch_sizes):
-                        cells.append(Cell(dev, m, dtype, b, i, o, config.engine))
+        for pl_w, pl_frac in power_limit_axis(config):
+            for m in config.models:
+                for i in config.input_lens:
+                    for o in config.output_lens:
+                        for b in sorted(config.batch_sizes):
+                            cells.append(Cell(dev, m, dtype, b, i, o, config.engine,
+                                              pl_w, pl_frac))
     return cells

@@ -302,8 +302,14 @@ def run_device(device: Device, todo: list[Cell], config: SweepConfig,
             idle = measure_idle(device, meter, config.idle_s)
             emit(idle)
             idle_w = idle["power_w"]
+        from bench.powerlimit import Limiter
+
+        limiter = Limiter(device)
         for cell in todo:
-            group = (cell.model, cell.dtype, cell.input_len, cell.output_len)
+            # each cell's limit before its model and warm-up (plan groups cells by limit)
+            pl_w, pl_set_w = limiter.at(cell)
+            group = (cell.model, cell.dtype, cell.input_len, cell.output_len,
+                     cell.power_limit_w, cell.power_limit_frac)
             loaded = session.get(cell.model, cell.dtype)
             if isinstance(loaded, str):  # the model could not be built: every cell says why
                 raw = CellRaw(cell, "oom", error=loaded, pid=os.getpid())
@@ -324,6 +330,9 @@ def run_device(device: Device, todo: list[Cell], config: SweepConfig,
                     # Compiled code, CUDA graphs and caches of a failed call (a failed
                     # capture may hold its pool): rebuilt from nothing for the next cell.
                     session.release()
+            if pl_set_w is not None:
+                raw = replace(raw, power_limit_w=pl_w, power_limit_set_w=pl_set_w,
+                              sm_clock_mhz=limiter.clock_mhz())
             rec = figures.cell_record(raw)
             flush()
             emit(rec)

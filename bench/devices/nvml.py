@@ -337,3 +337,72 @@ def read_clock_reasons(h) -> int:
     except NoSensor:
         return int(_call("clock throttle reasons",
                          pynvml.nvmlDeviceGetCurrentClocksThrottleReasons, h))
+# --- Power limit (issue 15): the only place a GPU setting is changed. ---
+
+@dataclass(frozen=True)
+class PowerLimits:
+    """A GPU's power management limits in W, as NVML reports them."""
+
+    current_w: float
+    default_w: float
+    min_w: float
+    max_w: float
+    enforced_w: float
+
+
+def power_limits(index: int) -> PowerLimits:
+    """GPU ``index``'s power limit now, its default, its min/max constraints and the
+    enforced limit (reads only).
+
+    Raises:
+        NoSensor, SensorError: NVML cannot say (the table's reason).
+    """
+    init()
+    try:
+        h = handle(index)
+        lo, hi = _call("power limit constraints",
+                       pynvml.nvmlDeviceGetPowerManagementLimitConstraints, h)
+        return PowerLimits(
+            current_w=_call("power limit", pynvml.nvmlDeviceGetPowerManagementLimit, h) * 1e-3,
+            default_w=_call("default power limit",
+                            pynvml.nvmlDeviceGetPowerManagementDefaultLimit, h) * 1e-3,
+            min_w=lo * 1e-3, max_w=hi * 1e-3,
+            enforced_w=_call("enforced power limit",
+                             pynvml.nvmlDeviceGetEnforcedPowerLimit, h) * 1e-3)
+    finally:
+        shutdown()
+
+
+def set_power_limit_w(index: int, limit_w: float) -> float:
+    """Set GPU ``index``'s power management limit (needs root); returns the enforced limit, W.
+
+    Raises:
+        NoSensor: no permission (not root), not supported, no driver.
+        SensorError: a value the GPU refuses, or NVML failed otherwise.
+    """
+    init()
+    try:
+        h = handle(index)
+        what = f"setting GPU {index}'s power limit to {limit_w:g} W"
+        try:
+            _call(what, pynvml.nvmlDeviceSetPowerManagementLimit, h, int(round(limit_w * 1000)))
+        except NoSensor as exc:
+            cause = exc.__cause__
+            if isinstance(cause, pynvml.NVMLError) and \
+                    cause.value == pynvml.NVML_ERROR_NO_PERMISSION:
+                raise NoSensor(f"{what}: no permission (changing a GPU's power limit needs "
+                               "root on the node)") from cause
+            raise
+        return _call("enforced power limit", pynvml.nvmlDeviceGetEnforcedPowerLimit, h) * 1e-3
+    finally:
+        shutdown()
+
+
+def sm_clock_mhz(index: int) -> int | None:
+    """GPU ``index``'s SM clock now, MHz, or None where NVML cannot say."""
+    init()
+    try:
+        return _maybe("SM clock", pynvml.nvmlDeviceGetClockInfo, handle(index),
+                      pynvml.NVML_CLOCK_SM)
+    finally:
+        shutdown()

@@ -75,6 +75,9 @@ def render_report(files, docs, dirs, out: Path, scenario: str, extra_tables=(),
     figs = [plots.plot_tokens_per_j(df, out), plots.plot_power_timeline(docs, dirs, out),
             plots.plot_pareto(df, out), plots.plot_rmb_per_kwh(df, out, scenario),
             plots.plot_roofline(df, out)]
+    pl = plots.plot_power_limit(df, out)  # issue 15: only for runs with several limits
+    if pl is not None:
+        figs.append(pl)
     est = bool((df[df["source"] == "joulebench"]["energy_method"] == "estimate").any())
     body = []
     if back_link:

@@ -65,6 +65,9 @@ def series_label(row, multi_run: bool) -> str:
     name = str(row["device_name"])
     label = f"{dev} {name}" if dev and dev != "cpu" else name
     label += f" · {row['model']}"
+    limit = _num(row.get("power_limit_w"))  # issue 15: a line per power limit
+    if limit is not None:
+        label += f" · {limit:g} W"
     if multi_run:
         label += f" · run {str(row['run_id'])[:15]}"
     return label
@@ -346,6 +349,46 @@ def plot_power_timeline(docs: list[dict], run_dirs: list[Path], out: Path) -> Pl
                 "green lines are the starts of generate calls, orange dashes the first "
                 "token (prefill ends there, decode follows); the energy is the area under it.",
                 names)
+
+
+def plot_power_limit(df, out: Path) -> Plot | None:
+    """Tokens/J and tokens/s against the power limit, a line per GPU, model and batch, the
+    highest tokens/J of each line marked (a star); None unless a run set more than one limit
+    (issue 15)."""
+    ours = _ours(df)
+    ours = ours[ours["power_limit_w"].notna()] if "power_limit_w" in ours else ours.iloc[0:0]
+    if ours["power_limit_w"].nunique() < 2 if len(ours) else True:
+        return None
+    plt = _plt()
+    fig, (ax_j, ax_s) = plt.subplots(1, 2, figsize=(SIZE_IN[0] * 1.5, SIZE_IN[1]), dpi=DPI)
+    names: list[str] = []
+    keys = ["device", "device_name", "model", "input_len", "output_len", "run_id",
+            "batch_size"]
+    for i, (key, g) in enumerate(ours.groupby(keys, sort=True, dropna=False)):
+        g = g.sort_values("power_limit_w")
+        est = bool((g["energy_method"] == "estimate").any())
+        name = f"{key[0]} {key[1]} · {key[2]} · batch {int(key[6])}" + \
+            (" (estimate)" if est else "")
+        st = _style(i, est)
+        x = g["power_limit_w"].astype(float)
+        tpj = g["output_tokens_per_j"].astype(float)
+        ax_j.plot(x, tpj, label=name, **st)
+        ax_s.plot(x, g["output_tokens_per_s"].astype(float), label=name, **st)
+        best = tpj.idxmax()
+        ax_j.plot([float(g.loc[best, "power_limit_w"])], [float(tpj[best])], "*",
+                  color=st["color"], ms=16, mec="black")
+        names.append(name)
+    for ax, ylabel in ((ax_j, "output tokens per joule"), (ax_s, "output tokens per second")):
+        ax.set_xlabel("enforced power limit, W")
+        ax.set_ylabel(ylabel)
+        ax.grid(True, alpha=0.3)
+    ax_j.legend(fontsize=7)
+    path = _save(fig, out / "power_limit.png")
+    return Plot("power_limit", path, "Efficiency and throughput against the power limit",
+                "Left: output tokens per joule at each power limit the run set, a line per "
+                "GPU, model and batch; the star marks the limit with the most tokens per "
+                "joule. Right: output tokens per second at the same limits, what a lower "
+                "limit costs in throughput. bench econ optimize prices the trade-off.", names)
 
 
 def _legend_or_say(ax, names: list, empty: str) -> None:

@@ -46,6 +46,8 @@ COLUMNS: tuple[tuple[str, str], ...] = (
      "measured"),
     ("throttled_windows", "windows (repeats and prefill) whose GPU clocks were held down by "
      "a power cap or heat (null on the CPU and for imports)"),
+    ("power_limit_w", "the GPU's enforced power limit during the cell (the power-limit "
+     "axis), W; null where the run did not set one"),
     ("harness_version", "joulebench version (null for imports)"),
     ("git_commit", "harness commit (null for imports)"),
 )
@@ -57,7 +59,8 @@ NUMERIC_COLUMNS = tuple(c for c in COLUMN_NAMES if c not in (*TEXT_COLUMNS, "con
 # Columns added after version 1, by the version that added them: a table file of an
 # older version is read with them null.
 ADDED = {"node_tokens_per_j": 2, "output_tokens_per_j_ci_low": 2,
-         "output_tokens_per_j_ci_high": 2, "ci_level": 2, "throttled_windows": 3}
+         "output_tokens_per_j_ci_high": 2, "ci_level": 2, "throttled_windows": 3,
+         "power_limit_w": 3}
 
 
 def missing_columns(names: object) -> list[str]:

@@ -226,6 +226,12 @@ class CellRaw:
         engine: what ran (the workload's ``describe()``: engine name, version and the
             settings that change the figures), or None.
         warmup: the warm-up (``bench.cells.warm_up``: calls, seconds, how it ended), or None.
+        power_limit_w: the GPU's enforced power limit during the cell (NVML, read back
+            after setting it), W; None where the sweep has no power-limit axis. The
+            roofline's power ceiling.
+        power_limit_set_w: the limit the cell asked for, W (a fraction's W).
+        sm_clock_mhz: the SM clock NVML reported after the cell's windows (a throttled
+            cell shows), or None.
     """
 
     cell: Cell
@@ -241,6 +247,9 @@ class CellRaw:
     pid: int | None = None
     engine: dict | None = None
     warmup: dict | None = None
+    power_limit_w: float | None = None
+    power_limit_set_w: float | None = None
+    sm_clock_mhz: int | None = None
 
 
 def flag_throttled(window: dict) -> dict:
@@ -298,9 +307,9 @@ def cell_record(raw: CellRaw) -> dict:
                                cell.input_len, cell.output_len, raw.trace)
         if raw.model_spec is not None:
             rec["roofline"] = roofline.cell_roofline(
-                cell.device, raw.model_spec, cell.dtype, cell.batch_size, cell.input_len,
-                cell.output_len, rec["figures"]["output_tokens_per_j"]
-                if rec["figures"] else None)
+                _at_limit(cell.device, raw.power_limit_w), raw.model_spec, cell.dtype,
+                cell.batch_size, cell.input_len, cell.output_len,
+                rec["figures"]["output_tokens_per_j"] if rec["figures"] else None)
     if raw.contended is not None:
         rec["contended"] = raw.contended
         rec["other_pids"] = list(raw.other_pids or [])
@@ -308,7 +317,23 @@ def cell_record(raw: CellRaw) -> dict:
         rec["pid"] = raw.pid
     if raw.engine is not None:
         rec["engine"] = raw.engine
+    if cell.power_limit_w is not None or cell.power_limit_frac is not None:
+        rec["power_limit_w"] = raw.power_limit_w
+        rec["power_limit_set_w"] = raw.power_limit_set_w
+        if cell.power_limit_frac is not None:
+            rec["power_limit_frac"] = cell.power_limit_frac
+        rec["sm_clock_mhz"] = raw.sm_clock_mhz
     return rec
+
+
+def _at_limit(device: Any, limit_w: float | None) -> Any:
+    """The device with its enforced power limit (the roofline's ceiling) set to
+    ``limit_w``; the device itself where no limit was set."""
+    if limit_w is None:
+        return device
+    from dataclasses import replace
+
+    return replace(device, info={**device.info, "power_limit_w": limit_w})
 
 
 def idle_power_w(energy_j: float | None, duration_s: float) -> float | None:

@@ -24,13 +24,19 @@ CELL = {"cell_id": (STR,), "device": (STR,), "model": (STR,), "dtype": (STR,),
         "batch_size": (INT,), "input_len": (INT,), "output_len": (INT,), "status": (STR,),
         "scope": (STR,), "energy_method": (STR, NULL), "repeats": (ARR,),
         "figures": (OBJ, NULL), "uncertainty": (OBJ, NULL)}
+# Optional cell fields (absent in older documents; checked where present). Issue 15: the
+# power-limit axis (enforced and asked-for limit in W, the fraction of the default, the SM
+# clock seen after the cell).
 REPEAT = {"t0_ns": (INT,), "t1_ns": (INT,), "duration_s": (NUM,), "generate_calls": (INT,),
           "output_tokens": (INT,), "input_tokens": (INT,), "energy": (OBJ,),
           "readings": (ARR,)}
 # Optional fields (absent in older documents): typed where present, never required.
 # Issue 17: the window's temperature/clocks/reasons and its derived throttled flag; the
 # cell's count of throttled windows and its warm-up.
-CELL_OPTIONAL = {"throttled_windows": (INT, NULL), "warmup": (OBJ,)}
+CELL_OPTIONAL = {"throttled_windows": (INT, NULL), "warmup": (OBJ,),
+                 # issue 15: the power-limit axis
+                 "power_limit_w": (NUM, NULL), "power_limit_set_w": (NUM, NULL),
+                 "power_limit_frac": (NUM, NULL), "sm_clock_mhz": (INT, NULL)}
 REPEAT_OPTIONAL = {"thermal": (OBJ, NULL), "throttled": (BOOL, NULL)}
 ENERGY = {"energy_j": (NUM, NULL), "method": (STR, NULL), "reason": (STR, NULL)}
 # tuple[str, ...]: the integer fields added below allow one JSON type, not two

@@ -92,6 +92,7 @@ def rows_from_document(doc: dict, origin: str = "") -> list[dict]:
             decode_j_per_output_token=sub.get("decode_j_per_output_token"),
             roofline_fraction=_obj(c.get("roofline")).get("fraction"),
             contended=c.get("contended"), throttled_windows=c.get("throttled_windows"),
+            power_limit_w=c.get("power_limit_w"),
             harness_version=harness.get("version"), git_commit=harness.get("commit")))
         bad = [k for k, v in rows[-1].items()
                if v is not None and not isinstance(v, (bool, int, float, str))]

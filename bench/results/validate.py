@@ -208,10 +208,12 @@ def rule_figures(doc: dict, run_dir: Path) -> list[str]:
         sub = ph.get("subtraction") if isinstance(ph, dict) else None
         prefill = sub.get("prefill_window") if isinstance(sub, dict) else None
         cell = Cell(dev, c["model"], c["dtype"], c["batch_size"], c["input_len"],
-                    c["output_len"], _engine_name(c))
+                    c["output_len"], _engine_name(c), *_power_limit(c))
         spec = models.get(c["model"]) if c["model"] in builtin else None
         raw = F.CellRaw(cell, c["status"], c.get("error"), c["repeats"], prefill, idle_w,
-                        power.get(c["device"]), spec)
+                        power.get(c["device"]), spec, power_limit_w=c.get("power_limit_w"),
+                        power_limit_set_w=c.get("power_limit_set_w"),
+                        sm_clock_mhz=c.get("sm_clock_mhz"))
         try:
             again = F.cell_record(raw)
         except (KeyError, TypeError, ValueError, ZeroDivisionError) as exc:
@@ -436,12 +438,24 @@ def _plan(doc: dict) -> dict[tuple, str]:
         raise ValueError(str(exc)) from None
     devs = [Device.from_dict(d) for d in doc["devices"]]
     return {(x.device.label, x.model, x.dtype, x.batch_size, x.input_len, x.output_len,
-             x.engine): x.cell_id for x in plan(config, devs)}
+             x.engine, x.power_limit_w, x.power_limit_frac): x.cell_id
+            for x in plan(config, devs)}
+
+
+def _power_limit(c: dict) -> tuple[float | None, float | None]:
+    """A cell's point on the power-limit axis (W, fraction); (None, None) without one."""
+    frac = c.get("power_limit_frac")
+    if isinstance(frac, (int, float)) and not isinstance(frac, bool):
+        return None, float(frac)
+    w = c.get("power_limit_set_w")
+    if isinstance(w, (int, float)) and not isinstance(w, bool):
+        return float(w), None
+    return None, None
 
 
 def _key(c: dict) -> tuple:
     return (c["device"], c["model"], c["dtype"], c["batch_size"], c["input_len"],
-            c["output_len"], _engine_name(c))
+            c["output_len"], _engine_name(c), *_power_limit(c))
 
 
 def rule_plan(doc: dict) -> list[str]:
@@ -471,9 +485,9 @@ def rule_plan(doc: dict) -> list[str]:
         if c["status"] != "ok" and c["figures"] is not None:
             errors.append(f"{c['cell_id']}: status {c['status']} with figures")
         if c["status"] == "skipped":
-            group = (key[0], key[1], key[2], key[4], key[5])
+            group = (key[0], key[1], key[2], key[4], key[5], *key[7:])
             if not any(o["status"] == "oom" and (o["device"], o["model"], o["dtype"],
-                       o["input_len"], o["output_len"]) == group and
+                       o["input_len"], o["output_len"], *_power_limit(o)) == group and
                        o["batch_size"] < c["batch_size"] for o in doc["cells"]):
                 errors.append(f"{c['cell_id']}: skipped without an oom at a smaller batch")
     missing = [cid for k, cid in planned.items() if k not in seen]

@@ -16,7 +16,7 @@
  *   latency_us [0]             every device call busy-waits this long
  *   lost_after_s [-1]          after this many s from init every device call is GPU_IS_LOST
  *   reset_at_s [-1]            the counter restarts from 0 this many s after init
- *   limit_w [700]              enforced power limit
+ *   limit_w [700]              the default power limit (also the enforced one until a set)
  *   procs [0]                  other processes computing on the GPU (pids 4000000 + i)
  *   busy_w [0]                 > 0: power follows the work: a thread of this library sets,
  *                              every follow_ms [1], the step level to base_w + busy_w x the
@@ -33,7 +33,22 @@
  * truth of any interval. History is kept from nvmlInit until the next first nvmlInit.
  * Times are CLOCK_MONOTONIC seconds (ns in the test calls).
  * Temperature, clocks and clock event reasons (keys temp_c, temp_c_per_w, sm_mhz, mem_mhz,
- * throttle, thermal, event_reasons): see the issue 17 block below. */
+ * throttle, thermal, event_reasons): see the issue 17 block below.
+ *
+ * Power limit (issue 15; keys read apart from parse(), like issue 11's):
+ *   min_limit_w [200]  max_limit_w [700]   nvmlDeviceGetPowerManagementLimitConstraints;
+ *                              nvmlDeviceSetPowerManagementLimit accepts limits within
+ *                              them (else INVALID_ARGUMENT)
+ *   perm [1]                   0: nvmlDeviceSetPowerManagementLimit answers NO_PERMISSION (4)
+ *   state=/path                (or env FAKE_NVML_STATE) a file holding the set limits
+ *                              ("index limit_w" lines), so a limit persists across
+ *                              processes as a GPU's does; read at nvmlInit and by every
+ *                              limit read, written (atomically) by every set
+ * Nothing is capped until a limit is set (here or, through the state file, by another
+ * process): from that moment the step is capped so that power = min(base_w + step, limit)
+ * (exact for amp_w 0; a sine level is not itself capped), and the counter and
+ * fake_nvml_true_energy_j integrate the capped power. A limit equal to the default
+ * removes the file's line but keeps capping at it. */
 #define _GNU_SOURCE
 #include <math.h>
 #include <pthread.h>
@@ -41,6 +56,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #define MAXDEV 8
 #define NVML_SUCCESS 0
@@ -64,6 +80,9 @@ typedef struct {
 
 static dev_t_ devs[MAXDEV];
 static int ndev = 0;
+/* issue 15: the power limit in force (W), the step cap it implies (W; INFINITY: none
+ * set), the step the work asks for before the cap (W) */
+static double pl_cur_w[MAXDEV], pl_cap_w[MAXDEV], pl_req_w[MAXDEV];
 static int refcount = 0;
 static double t_init = 0;
 /* guards the histories: the sampler thread, the busy_w thread and the tests use them */
@@ -122,6 +141,8 @@ static double power_ns(dev_t_ *d, long long t_ns) {
 /* Append a breakpoint: from t_ns on the step power is w. -1 if t_ns is before the last. */
 static int push_step(dev_t_ *d, long long t_ns, double w) {
     int r = 0;
+    pl_req_w[d - devs] = w; /* issue 15: the work's step, then the limit's cap */
+    if (w > pl_cap_w[d - devs]) w = pl_cap_w[d - devs];
     pthread_mutex_lock(&lock);
     if (d->n_h > 0 && t_ns < d->h_t[d->n_h - 1]) {
         r = -1;
@@ -240,6 +261,9 @@ static void parse(void) {
             else if (!strcmp(key, "busy_w")) d->busy_w = v;
             else if (!strcmp(key, "follow_ms")) d->follow_s = v * 1e-3;
         }
+        pl_cur_w[ndev] = d->limit_w; /* issue 15: no limit set, nothing capped */
+        pl_cap_w[ndev] = INFINITY;
+        pl_req_w[ndev] = 0.0;
         ndev++;
     }
 }
@@ -321,6 +345,7 @@ long fake_nvml_history(int dev, long long *t_ns, double *w, long n) {
     return all;
 }
 
+static void pl_load_all(void); /* issue 15, below */
 int nvmlInitWithFlags(unsigned int flags) {
     (void)flags;
     if (refcount++ == 0) {
@@ -328,6 +353,7 @@ int nvmlInitWithFlags(unsigned int flags) {
         t_init = now_s();
         int any = 0;
         for (int i = 0; i < ndev; i++) any |= devs[i].busy_w > 0;
+        pl_load_all(); /* issue 15: limits another process set stay in force */
         if (any) {
             follow_run = 1;
             if (pthread_create(&follower, NULL, follow, NULL)) follow_run = 0;
@@ -412,9 +438,10 @@ int nvmlDeviceGetUUID(void *h, char *uuid, unsigned int n) {
 }
 int nvmlSystemGetDriverVersion(char *v, unsigned int n) { return copy_str(v, n, "999.99-fake"); }
 
+static double pl_limit_w(dev_t_ *d); /* issue 15, below */
 int nvmlDeviceGetEnforcedPowerLimit(void *h, unsigned int *mw) {
     dev_t_ *d; int r = enter(h, &d); if (r) return r;
-    *mw = (unsigned int)(d->limit_w * 1000);
+    *mw = (unsigned int)llround(pl_limit_w(d) * 1000); /* issue 15: the limit in force */
     return NVML_SUCCESS;
 }
 
@@ -591,3 +618,96 @@ int fake_nvml_set_clocks_mhz(int dev, double sm, double mem) {
     return 0;
 }
 /* ---- end of issue 17 block ---- */
+/* ---- Issue 15 (power limit): set/get calls, the cap, the state file ---- */
+#define NVML_ERROR_NO_PERMISSION 4
+static const char *pl_state_path(char *buf, size_t n) {
+    const char *e = getenv("FAKE_NVML_STATE");
+    if (e && *e) { snprintf(buf, n, "%s", e); return buf; }
+    const char *env = getenv("FAKE_NVML_DEVICES");
+    const char *p = env ? strstr(env, "state=") : NULL;
+    if (!p) return NULL;
+    p += 6;
+    size_t k = strcspn(p, ",;");
+    if (k == 0 || k >= n) return NULL;
+    memcpy(buf, p, k);
+    buf[k] = 0;
+    return buf;
+}
+
+/* Make device i's limit w from now on (the cap from this moment). */
+static void pl_apply(int i, double w, int set) {
+    dev_t_ *d = &devs[i];
+    if (!set && pl_cap_w[i] == INFINITY && w == d->limit_w) return; /* never set: no cap */
+    if (pl_cap_w[i] != INFINITY && w == pl_cur_w[i]) return;
+    pl_cur_w[i] = w;
+    pl_cap_w[i] = w - d->base_w;
+    push_step(d, now_ns(), pl_req_w[i]); /* the work's step again, under the new cap */
+}
+
+/* The state file's limit for each device (its default where the file has no line). */
+static void pl_load_all(void) {
+    char path[1024];
+    if (!pl_state_path(path, sizeof path)) return;
+    double want[MAXDEV];
+    for (int i = 0; i < ndev; i++) want[i] = devs[i].limit_w;
+    FILE *f = fopen(path, "r");
+    if (f) {
+        int i;
+        double w;
+        while (fscanf(f, "%d %lf", &i, &w) == 2)
+            if (i >= 0 && i < ndev) want[i] = w;
+        fclose(f);
+    }
+    for (int i = 0; i < ndev; i++) pl_apply(i, want[i], 0);
+}
+
+static void pl_save_all(void) {
+    char path[1024], tmp[1100];
+    if (!pl_state_path(path, sizeof path)) return;
+    snprintf(tmp, sizeof tmp, "%s.%d.tmp", path, (int)getpid());
+    FILE *f = fopen(tmp, "w");
+    if (!f) return;
+    for (int i = 0; i < ndev; i++)
+        if (pl_cur_w[i] != devs[i].limit_w) fprintf(f, "%d %.3f\n", i, pl_cur_w[i]);
+    fclose(f);
+    rename(tmp, path);
+}
+
+static double pl_limit_w(dev_t_ *d) {
+    pl_load_all();
+    return pl_cur_w[d - devs];
+}
+
+int nvmlDeviceGetPowerManagementLimit(void *h, unsigned int *mw) {
+    dev_t_ *d; int r = enter(h, &d); if (r) return r;
+    *mw = (unsigned int)llround(pl_limit_w(d) * 1000);
+    return NVML_SUCCESS;
+}
+
+int nvmlDeviceGetPowerManagementDefaultLimit(void *h, unsigned int *mw) {
+    dev_t_ *d; int r = enter(h, &d); if (r) return r;
+    *mw = (unsigned int)llround(d->limit_w * 1000);
+    return NVML_SUCCESS;
+}
+
+int nvmlDeviceGetPowerManagementLimitConstraints(void *h, unsigned int *min_mw,
+                                                 unsigned int *max_mw) {
+    dev_t_ *d; int r = enter(h, &d); if (r) return r;
+    *min_mw = (unsigned int)llround(extra_key(d->index, "min_limit_w", 200) * 1000);
+    *max_mw = (unsigned int)llround(extra_key(d->index, "max_limit_w", 700) * 1000);
+    return NVML_SUCCESS;
+}
+
+int nvmlDeviceSetPowerManagementLimit(void *h, unsigned int mw) {
+    dev_t_ *d; int r = enter(h, &d); if (r) return r;
+    if (extra_key(d->index, "perm", 1) == 0) return NVML_ERROR_NO_PERMISSION;
+    double w = mw * 1e-3;
+    if (w < extra_key(d->index, "min_limit_w", 200) - 1e-9 ||
+        w > extra_key(d->index, "max_limit_w", 700) + 1e-9)
+        return NVML_ERROR_INVALID_ARGUMENT;
+    pl_load_all();
+    pl_apply(d->index, w, 1);
+    pl_save_all();
+    return NVML_SUCCESS;
+}
+/* ---- end of issue 15 block ---- */
