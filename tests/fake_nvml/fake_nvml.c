@@ -76,6 +76,7 @@ typedef struct {
     long long *h_t;
     double *h_w, *h_e;
     long n_h, cap_h;
+    long long seen_ns; /* the latest time an NVML read evaluated the history at */
 } dev_t_;
 
 static dev_t_ devs[MAXDEV];
@@ -126,6 +127,7 @@ static double step_energy_ns(const dev_t_ *d, long long t_ns) { /* lock held */
 static double energy_ns(dev_t_ *d, long long t_ns) {
     pthread_mutex_lock(&lock);
     double e = step_energy_ns(d, t_ns);
+    if (t_ns > d->seen_ns && t_ns <= now_ns()) d->seen_ns = t_ns; /* see push_step_at */
     pthread_mutex_unlock(&lock);
     return level_energy(d, t_ns * 1e-9) + e;
 }
@@ -133,17 +135,26 @@ static double energy_ns(dev_t_ *d, long long t_ns) {
 static double power_ns(dev_t_ *d, long long t_ns) {
     pthread_mutex_lock(&lock);
     long i = bp_at(d, t_ns);
+    if (t_ns > d->seen_ns && t_ns <= now_ns()) d->seen_ns = t_ns; /* see push_step_at */
     double w = i < 0 ? 0.0 : d->h_w[i];
     pthread_mutex_unlock(&lock);
     return level_at(d, t_ns * 1e-9) + w;
 }
 
 /* Append a breakpoint: from t_ns on the step power is w. -1 if t_ns is before the last. */
-static int push_step(dev_t_ *d, long long t_ns, double w) {
+static int push_step_at(dev_t_ *d, long long t_ns, double w, int follow);
+static int push_step(dev_t_ *d, long long t_ns, double w) { return push_step_at(d, t_ns, w, 0); }
+
+/* follow: t_ns is when the caller looked at the clock; an NVML read may have evaluated the
+ * history at a later time since (the caller can be preempted for ms before the lock), and
+ * a step placed before that time would change a value already read (a counter that goes
+ * backwards reads as a reset): the step goes at the latest time read instead. */
+static int push_step_at(dev_t_ *d, long long t_ns, double w, int follow) {
     int r = 0;
     pl_req_w[d - devs] = w; /* issue 15: the work's step, then the limit's cap */
     if (w > pl_cap_w[d - devs]) w = pl_cap_w[d - devs];
     pthread_mutex_lock(&lock);
+    if (follow && t_ns < d->seen_ns) t_ns = d->seen_ns;
     if (d->n_h > 0 && t_ns < d->h_t[d->n_h - 1]) {
         r = -1;
     } else if (d->n_h > 0 && t_ns == d->h_t[d->n_h - 1]) {
@@ -209,7 +220,7 @@ static void *follow(void *arg) {
         if (carry > 0.05) carry = 0.05; /* never more than 50 ms of backlog */
         double use = dt > 0 ? give / dt : 0.0;
         for (int i = 0; i < ndev; i++)
-            if (devs[i].busy_w > 0) push_step(&devs[i], t, devs[i].busy_w * use);
+            if (devs[i].busy_w > 0) push_step_at(&devs[i], t, devs[i].busy_w * use, 1);
         t_prev = t;
         cpu_prev = cpu;
         if (deadline < t - p_ns) deadline = t; /* fell behind: no burst */
