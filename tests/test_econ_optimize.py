@@ -107,3 +107,13 @@ def test_cli_refusals_are_one_line(scenarios, tmp_path, capsys):
     assert main(["econ", "optimize", str(tmp_path / "none.csv")]) == 2
     err = capsys.readouterr().err
     assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
+
+
+def test_margin_per_gpu_hour_by_hand():
+    from bench.econ.optimize import margin_rmb_per_gpu_hour
+
+    # (10 - 4) RMB per Mtok x 1000 tokens/s x 3600 s = 21.6 RMB per hour, over 2 GPUs 10.8
+    assert margin_rmb_per_gpu_hour(10.0, 4.0, 1000.0, 2) == pytest.approx(10.8, rel=1e-12)
+    assert margin_rmb_per_gpu_hour(10.0, 4.0, 1000.0) == pytest.approx(21.6, rel=1e-12)
+    assert margin_rmb_per_gpu_hour(None, 4.0, 1000.0) is None
+    assert margin_rmb_per_gpu_hour(10.0, 4.0, 0.0) is None
