@@ -24,7 +24,7 @@ from bench.devices import Device, Inventory
 from bench.errors import BenchError
 from bench.results import io
 from bench.rundir import Run, open_journal
-from bench.sweep import Cell, SweepConfig, plan
+from bench.sweep import Cell, SweepConfig, device_groups, plan
 from bench.worker import run_device, worker_main
 
 __all__ = ["Cell", "GpuLock", "Outcome", "RunFailed", "SweepConfig", "execute", "pending",
@@ -121,6 +121,26 @@ def check_models(config: SweepConfig) -> None:
                              f"needs {longest} (input + output length)")
 
 
+def check_gpus_per_cell(config: SweepConfig, devs: list[Device],
+                        on_notice: Callable[[str], None] | None = None) -> list[Device]:
+    """The selected devices less the GPUs ``--gpus-per-cell`` leaves over (said in one line).
+
+    Raises:
+        BenchError: fewer GPUs selected than one cell needs (the CPU counts as none).
+    """
+    n = config.gpus_per_cell
+    if n <= 1:
+        return devs
+    gpus = [d for d in devs if d.kind == "cuda"]
+    if len(gpus) < n:
+        raise BenchError(f"--gpus-per-cell {n}: {len(gpus)} GPU(s) selected; a cell needs {n}")
+    _, left = device_groups(config, devs)
+    if left and on_notice:
+        on_notice(f"--gpus-per-cell {n}: {len(gpus)} GPUs make {len(gpus) // n} group(s) of "
+                  f"{n}; GPU {', '.join(str(d.index) for d in left)} left out")
+    return [d for d in devs if d not in left]
+
+
 def check_node_power(config: SweepConfig, devs: list[Device]) -> str | None:
     """Refuse a BMC the run cannot use, before anything is measured.
 
@@ -172,6 +192,7 @@ def run(config: SweepConfig, gpu: str | list[int] = "auto", out: Path | str | No
     devs, notice = D.select(gpu, inv)
     if notice and on_notice:
         on_notice(notice)
+    devs = check_gpus_per_cell(config, devs, on_notice)
     if config.node_power:
         why = check_node_power(config, devs)
         if why and on_notice:
@@ -294,7 +315,8 @@ def _execute(run: Run, on_record: Callable[[dict], None]) -> list[str]:
     todo = pending(run)
     emit = _emit_to(run, on_record)
     errors: list[str] = []
-    gpu_devs = [d for d in run.devices if d.kind == "cuda" and any(c.device == d for c in todo)]
+    # a worker per device cells run on: a GPU, or a group of GPUs (--gpus-per-cell)
+    gpu_devs = [d for d in dict.fromkeys(c.device for c in todo) if d.kind == "cuda"]
     procs = _start_workers(run, gpu_devs, todo) if gpu_devs else None
     try:
         for dev in (d for d in run.devices if d.kind != "cuda"):

@@ -17,7 +17,7 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass, fields, replace
 from typing import Any
 
-from bench.devices import Device
+from bench.devices import Device, group
 from bench.errors import BenchError
 from bench.models import DTYPES
 
@@ -83,6 +83,9 @@ class SweepConfig:
         bmc_ca_file: a CA bundle to verify the BMC with.
         bmc_credentials: a file with the BMC's username and password (never the secret
             itself; see ``bench.devices.bmc.credentials``).
+        gpus_per_cell: GPUs that run one cell together (in index order; see
+            :func:`device_groups`): hf places the model over them (``device_map``),
+            vllm runs ``tensor_parallel_size`` N. The cell's GPU energy is their sum.
     """
 
     models: tuple[str, ...] = ("tiny-llama",)
@@ -107,6 +110,7 @@ class SweepConfig:
     bmc_insecure: bool = False
     bmc_ca_file: str | None = None
     bmc_credentials: str | None = None
+    gpus_per_cell: int = 1
 
     def __post_init__(self) -> None:
         _check_types(self)
@@ -141,6 +145,11 @@ class SweepConfig:
         if self.gpu_memory_utilization is not None and \
                 not 0 < self.gpu_memory_utilization <= 1:
             raise BenchError("gpu_memory_utilization must be in (0, 1]")
+        if self.gpus_per_cell < 1:
+            raise BenchError("--gpus-per-cell must be 1 or more")
+        if self.gpus_per_cell > 1 and self.engine == "endpoint":
+            raise BenchError("--gpus-per-cell is for hf and vllm; an endpoint's cell already "
+                             "spans every selected GPU")
         if self.dtype == "fp8" and self.engine != "vllm":
             raise BenchError("--dtype fp8 runs on the vllm engine only (--engine vllm)")
         if self.dtype is not None and self.dtype not in (*DTYPES, "fp8"):
@@ -204,7 +213,7 @@ _TYPES: dict[str, tuple[type, ...]] = {
     "serve_cmd": (str, type(None)), "request_timeout_s": (int, float),
     "gpu_memory_utilization": (int, float, type(None)), "node_power": (str, type(None)),
     "bmc_insecure": (bool,), "bmc_ca_file": (str, type(None)),
-    "bmc_credentials": (str, type(None)),
+    "bmc_credentials": (str, type(None)), "gpus_per_cell": (int,),
 }
 
 
@@ -277,14 +286,32 @@ def load_config_file(path: str) -> dict[str, Any]:
     return out
 
 
+def device_groups(config: SweepConfig, devices: list[Device]
+                  ) -> tuple[list[Device], list[Device]]:
+    """The devices cells run on, and the GPUs left over.
+
+    With ``gpus_per_cell`` N > 1 the GPUs are split in index order into groups of N (a
+    group is one :func:`bench.devices.group` device); the GPUs after the last whole group
+    are left over. The CPU, and N = 1, are not grouped.
+    """
+    n = config.gpus_per_cell
+    gpus = sorted((d for d in devices if d.kind == "cuda"), key=lambda d: d.gpu_index)
+    if n <= 1 or not gpus:
+        return list(devices), []
+    whole = len(gpus) // n * n
+    return [group(gpus[i:i + n]) for i in range(0, whole, n)], gpus[whole:]
+
+
 def plan(config: SweepConfig, devices: list[Device]) -> list[Cell]:
     """All cells, grouped so a model is built once per device and batches ascend.
 
     ``config`` must be resolved for the devices' kind (its dtype set); an unresolved one
-    is resolved per device here. An endpoint run has one cell per shape, on the first
+    is resolved per device here. With ``gpus_per_cell`` > 1 the cells run on groups of
+    GPUs (:func:`device_groups`). An endpoint run has one cell per shape, on the first
     device: the server spans every selected GPU, and the cell's energy is their sum.
     """
     cells = []
+    devices = device_groups(config, devices)[0]
     for dev in devices[:1] if config.engine == "endpoint" else devices:
         dtype = config.dtype or DEVICE_DEFAULTS[dev.kind].dtype
         for m in config.models:

@@ -40,6 +40,49 @@ def weakest_method(methods: Iterable[str | None]) -> str | None:
     return None
 
 
+def window_per_device(readings: list[dict], scope: str) -> list[dict] | None:
+    """Each device's own energy in one window of a multi-GPU cell, or None for one device.
+
+    One entry per reading of ``scope`` (a GPU's NVML counter), in the readings' order:
+    ``device`` (``gpu1``), ``index``, ``energy_j`` and ``method``; the window's energy of
+    the scope is their sum (``bench validate`` checks both against the readings).
+    """
+    rds = [rd for rd in readings if rd.get("scope") == scope]
+    if scope != "gpu" or len(rds) < 2:
+        return None
+    return [{"device": rd.get("device"), "index": _index_of(rd.get("device")),
+             "energy_j": rd.get("energy_j"), "method": rd.get("method")} for rd in rds]
+
+
+def _index_of(label: object) -> int | None:
+    s = str(label)
+    return int(s[3:]) if s.startswith("gpu") and s[3:].isdigit() else None
+
+
+def per_device_figures(repeats: list[dict], scope: str, members: list) -> list[dict] | None:
+    """A multi-GPU cell's figures per GPU over its repeats, or None for one device.
+
+    Per GPU (``members``: the cell's devices, index order): its uuid and index, its
+    energy summed over the repeats' readings (None where a repeat lacks it), its mean
+    power over the repeats' duration and its weakest method.
+    """
+    if scope != "gpu" or len(members) < 2:
+        return None
+    dur = sum(r["duration_s"] for r in repeats)
+    out = []
+    for m in members:
+        label = f"gpu{m.index}"
+        es = [rd.get("energy_j") for r in repeats for rd in r.get("readings", [])
+              if rd.get("scope") == scope and rd.get("device") == label]
+        e = sum(es) if es and None not in es and len(es) == len(repeats) else None
+        out.append({"device": label, "index": m.index, "uuid": m.uuid, "energy_j": e,
+                    "mean_power_w": e / dur if e is not None and dur > 0 else None,
+                    "method": weakest_method(
+                        rd.get("method") for r in repeats for rd in r.get("readings", [])
+                        if rd.get("scope") == scope and rd.get("device") == label)})
+    return out
+
+
 def primary_scope(kind: str) -> str:
     """The scope a cell's figures are in: gpu for GPU cells, cpu for CPU cells."""
     return "gpu" if kind == "cuda" else "cpu"
@@ -270,6 +313,18 @@ def cell_record(raw: CellRaw) -> dict:
                 cell.device, raw.model_spec, cell.dtype, cell.batch_size, cell.input_len,
                 cell.output_len, rec["figures"]["output_tokens_per_j"]
                 if rec["figures"] else None)
+    if cell.device.kind == "cuda":
+        # the GPUs the cell ran on: one, or a group (--gpus-per-cell) whose energy is summed
+        members = cell.device.members
+        rec["num_devices"] = len(members)
+        rec["device_uuids"] = [m.uuid for m in members]
+        if rec["figures"] is not None:
+            tps = rec["figures"]["output_tokens_per_s"]
+            rec["figures"]["output_tokens_per_s_per_gpu"] = \
+                tps / len(members) if tps is not None else None
+            per = per_device_figures(raw.repeats, scope, members)
+            if per is not None:
+                rec["figures"]["per_device"] = per
     if raw.contended is not None:
         rec["contended"] = raw.contended
         rec["other_pids"] = list(raw.other_pids or [])
