@@ -87,6 +87,9 @@ def rule_schema(doc: dict) -> list[str]:
         _fields(c, S.CELL, where, errors)
         if len(errors) > before:
             continue
+        for k, kinds in S.CELL_OPTIONAL.items():
+            if k in c and not _typed(c[k], kinds):
+                errors.append(f"{where}.{k} should be {' or '.join(kinds)}")
         if c["status"] not in S.CELL_STATUSES:
             errors.append(f"{where}.status {c['status']!r} is unknown")
         if c["scope"] not in S.SCOPES:
