@@ -317,3 +317,21 @@ def test_four_gpus_make_two_groups_each_with_its_own_sum(fake_nvml_dir, tmp_path
     assert rows["gpu2+3"]["num_devices"] == 2 and rows["gpu2+3"]["engine"] == "hf"
     assert rows["gpu2+3"]["output_tokens_per_s_per_gpu"] == pytest.approx(
         rows["gpu2+3"]["output_tokens_per_s"] / 2)
+
+
+# -- endpoint mode: the client's load block is built by cell_record ---------------------
+
+def test_endpoint_load_block_is_derived_in_cell_record():
+    cell = Cell(gpu(0), "m", "bf16", 8, 16, 8, "endpoint")
+    reps = [_window(10, 2.0, 600.0, 1000.0, 64), _window(20, 2.0, 600.0, 1000.0, 64)]
+    reps[0]["load"] = {"output_tokens": 64, "client": {"client_saturated": False}}
+    reps[1]["load"] = {"output_tokens": 64, "client": {"client_saturated": True}}
+    span = {"output_tokens": 150, "request_errors": 0, "client_saturated": False}
+    rec = F.cell_record(F.CellRaw(cell, "ok", repeats=reps, load=span))
+    # saturated in the second window: the cell says so, whatever the span block held
+    assert rec["load"] == {"output_tokens": 150, "request_errors": 0,
+                           "client_saturated": True}
+    reps[1]["load"]["client"]["client_saturated"] = False
+    assert F.cell_record(F.CellRaw(cell, "ok", repeats=reps, load=span))["load"][
+        "client_saturated"] is False
+    assert "load" not in F.cell_record(F.CellRaw(cell, "ok", repeats=reps))

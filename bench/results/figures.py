@@ -268,6 +268,9 @@ class CellRaw:
         pid: the measuring process.
         engine: what ran (the workload's ``describe()``: engine name, version and the
             settings that change the figures), or None.
+        load: endpoint mode: the client's load over the cell's span (first window's start
+            to last window's end), from its request records (``steady.window_load``), or
+            None. Its ``client_saturated`` is derived from the windows' own load blocks.
     """
 
     cell: Cell
@@ -282,6 +285,15 @@ class CellRaw:
     other_pids: list[int] | None = None
     pid: int | None = None
     engine: dict | None = None
+    load: dict | None = None
+
+
+def client_load(load: dict, repeats: list[dict]) -> dict:
+    """An endpoint cell's load block: the span's figures, and ``client_saturated`` when
+    the client may have held the server back in any window (its ``load.client``)."""
+    return {**load, "client_saturated": any(
+        bool(((r.get("load") or {}).get("client") or {}).get("client_saturated"))
+        for r in repeats)}
 
 
 def cell_record(raw: CellRaw) -> dict:
@@ -332,6 +344,8 @@ def cell_record(raw: CellRaw) -> dict:
         rec["pid"] = raw.pid
     if raw.engine is not None:
         rec["engine"] = raw.engine
+    if raw.load is not None:
+        rec["load"] = client_load(raw.load, raw.repeats)
     return rec
 
 

@@ -209,8 +209,9 @@ def rule_figures(doc: dict, run_dir: Path) -> list[str]:
         cell = Cell(dev, c["model"], c["dtype"], c["batch_size"], c["input_len"],
                     c["output_len"], _engine_name(c))
         spec = models.get(c["model"]) if c["model"] in builtin else None
+        load = c.get("load") if isinstance(c.get("load"), dict) else None
         raw = F.CellRaw(cell, c["status"], c.get("error"), c["repeats"], prefill, idle_w,
-                        power.get(c["device"]), spec)
+                        power.get(c["device"]), spec, load=load)
         try:
             again = F.cell_record(raw)
         except (KeyError, TypeError, ValueError, ZeroDivisionError) as exc:
@@ -218,6 +219,13 @@ def rule_figures(doc: dict, run_dir: Path) -> list[str]:
             continue
         for k in ("energy_method", "figures", "uncertainty"):
             _diff(c.get(k), again[k], f"{cid}: {k}", errors)
+        if load is not None:  # endpoint mode: the client's load over the cell's span
+            _diff(load.get("client_saturated"), again["load"]["client_saturated"],
+                  f"{cid}: load.client_saturated", errors)
+            inside = sum((r.get("load") or {}).get("output_tokens", 0) for r in c["repeats"])
+            if not load.get("output_tokens", 0) >= inside - len(c["repeats"]):
+                errors.append(f"{cid}: load.output_tokens {load.get('output_tokens')} is "
+                              f"under its windows' {inside}")
         for k in ("num_devices", "device_uuids"):  # absent in documents before them
             if k in c or again.get("num_devices", 1) > 1:
                 _diff(c.get(k), again.get(k), f"{cid}: {k}", errors)
