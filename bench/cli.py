@@ -42,6 +42,10 @@ def _str_list(text: str) -> tuple[str, ...]:
     return tuple(parts)
 
 
+def _gpus_per_cell(text: str) -> int | str:
+    return "auto" if text.strip().lower() == "auto" else _positive_int(text)
+
+
 def _positive_int(text: str) -> int:
     try:
         v = int(text)
@@ -161,8 +165,9 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--engine", choices=("hf", "vllm"), default=None,
                    help="what generates the tokens: hf (reference, default) or vllm (dummy "
                    "weights in the device worker); --endpoint measures a server instead")
-    r.add_argument("--gpus-per-cell", type=_positive_int, default=None, metavar="N",
-                   help="GPUs that run one cell together, in index order (default 1): hf "
+    r.add_argument("--gpus-per-cell", type=_gpus_per_cell, default=None, metavar="N",
+                   help="GPUs that run one cell together, in index order (default 1; auto: "
+                   "the fewest that hold the weights): hf "
                    "places the model over them (device_map, eager), vllm runs tensor "
                    "parallel N; the cell's energy is their sum, each GPU's kept")
     r.add_argument("--gpu-memory-utilization", type=_positive_float, default=None,

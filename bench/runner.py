@@ -129,6 +129,7 @@ def check_gpus_per_cell(config: SweepConfig, devs: list[Device],
         BenchError: fewer GPUs selected than one cell needs (the CPU counts as none).
     """
     n = config.gpus_per_cell
+    assert isinstance(n, int), "resolve --gpus-per-cell auto first (auto_gpus_per_cell)"
     if n <= 1:
         return devs
     gpus = [d for d in devs if d.kind == "cuda"]
@@ -139,6 +140,38 @@ def check_gpus_per_cell(config: SweepConfig, devs: list[Device],
         on_notice(f"--gpus-per-cell {n}: {len(gpus)} GPUs make {len(gpus) // n} group(s) of "
                   f"{n}; GPU {', '.join(str(d.index) for d in left)} left out")
     return [d for d in devs if d not in left]
+
+
+def auto_gpus_per_cell(config: SweepConfig, devs: list[Device],
+                       on_notice: Callable[[str], None] | None = None) -> SweepConfig:
+    """``config`` with ``--gpus-per-cell auto`` resolved: the smallest N whose N GPUs hold
+    every model's weights (the fit check, ``worker.weights_do_not_fit``, against N x 90%
+    of one GPU's memory: the least of the selected GPUs', or ``JOULEBENCH_MEMORY_CAP_BYTES``);
+    1 on the CPU; every selected GPU where none fits (its cells are then ``oom``, with
+    the reason). Said in one line.
+    """
+    from dataclasses import replace
+
+    from bench.sweep import DEVICE_DEFAULTS
+    from bench.worker import weights_do_not_fit
+
+    if config.gpus_per_cell != "auto":
+        return config
+    gpus = [d for d in devs if d.kind == "cuda"]
+    mems = [d.info.get("memory_total_bytes") for d in gpus]
+    cap = os.environ.get("JOULEBENCH_MEMORY_CAP_BYTES")
+    per_gpu = float(cap) if cap else min((float(m) for m in mems if m), default=0.0) * 0.9
+    n = 1
+    if gpus and per_gpu > 0:
+        dtype = config.dtype or DEVICE_DEFAULTS["cuda"].dtype
+        n = next((k for k in range(1, len(gpus) + 1) if all(
+            weights_do_not_fit(models.get(m), dtype, k * per_gpu) is None
+            for m in config.models)), len(gpus))
+    if on_notice:
+        on_notice(f"--gpus-per-cell auto: {n} (every model's weights fit on {n} GPU(s) of "
+                  f"{per_gpu / 1e9:.3g} GB usable)" if gpus and per_gpu > 0 else
+                  "--gpus-per-cell auto: 1 (no GPU memory to size by)")
+    return replace(config, gpus_per_cell=n)
 
 
 def check_node_power(config: SweepConfig, devs: list[Device]) -> str | None:
@@ -192,6 +225,7 @@ def run(config: SweepConfig, gpu: str | list[int] = "auto", out: Path | str | No
     devs, notice = D.select(gpu, inv)
     if notice and on_notice:
         on_notice(notice)
+    config = auto_gpus_per_cell(config, devs, on_notice)
     devs = check_gpus_per_cell(config, devs, on_notice)
     if config.node_power:
         why = check_node_power(config, devs)

@@ -86,6 +86,8 @@ class SweepConfig:
         gpus_per_cell: GPUs that run one cell together (in index order; see
             :func:`device_groups`): hf places the model over them (``device_map``),
             vllm runs ``tensor_parallel_size`` N. The cell's GPU energy is their sum.
+            ``"auto"``: the smallest N whose weights fit (resolved by the runner before
+            the run starts; the document records the number).
     """
 
     models: tuple[str, ...] = ("tiny-llama",)
@@ -110,7 +112,7 @@ class SweepConfig:
     bmc_insecure: bool = False
     bmc_ca_file: str | None = None
     bmc_credentials: str | None = None
-    gpus_per_cell: int = 1
+    gpus_per_cell: int | str = 1
 
     def __post_init__(self) -> None:
         _check_types(self)
@@ -145,9 +147,10 @@ class SweepConfig:
         if self.gpu_memory_utilization is not None and \
                 not 0 < self.gpu_memory_utilization <= 1:
             raise BenchError("gpu_memory_utilization must be in (0, 1]")
-        if self.gpus_per_cell < 1:
-            raise BenchError("--gpus-per-cell must be 1 or more")
-        if self.gpus_per_cell > 1 and self.engine == "endpoint":
+        if isinstance(self.gpus_per_cell, str) and self.gpus_per_cell != "auto" or \
+                isinstance(self.gpus_per_cell, int) and self.gpus_per_cell < 1:
+            raise BenchError("--gpus-per-cell must be 1 or more, or auto")
+        if self.gpus_per_cell != 1 and self.engine == "endpoint":
             raise BenchError("--gpus-per-cell is for hf and vllm; an endpoint's cell already "
                              "spans every selected GPU")
         if self.dtype == "fp8" and self.engine != "vllm":
@@ -213,7 +216,7 @@ _TYPES: dict[str, tuple[type, ...]] = {
     "serve_cmd": (str, type(None)), "request_timeout_s": (int, float),
     "gpu_memory_utilization": (int, float, type(None)), "node_power": (str, type(None)),
     "bmc_insecure": (bool,), "bmc_ca_file": (str, type(None)),
-    "bmc_credentials": (str, type(None)), "gpus_per_cell": (int,),
+    "bmc_credentials": (str, type(None)), "gpus_per_cell": (int, str),
 }
 
 
@@ -294,7 +297,7 @@ def device_groups(config: SweepConfig, devices: list[Device]
     group is one :func:`bench.devices.group` device); the GPUs after the last whole group
     are left over. The CPU, and N = 1, are not grouped.
     """
-    n = config.gpus_per_cell
+    n = config.gpus_per_cell if isinstance(config.gpus_per_cell, int) else 1  # auto: unresolved
     gpus = sorted((d for d in devices if d.kind == "cuda"), key=lambda d: d.gpu_index)
     if n <= 1 or not gpus:
         return list(devices), []

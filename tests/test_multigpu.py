@@ -68,13 +68,40 @@ def test_too_few_gpus_and_leftovers_are_one_line():
         runner.check_gpus_per_cell(SweepConfig(gpus_per_cell=4), [cpu])
 
 
+def test_auto_picks_the_fewest_gpus_that_hold_the_weights(monkeypatch):
+    monkeypatch.delenv("JOULEBENCH_MEMORY_CAP_BYTES", raising=False)
+
+    def gpus(n, mem):
+        return [Device("cuda", i, "G", f"GPU-{i}", {"memory_total_bytes": mem})
+                for i in range(n)]
+
+    def auto(models_, devs):
+        notes = []
+        cfg = runner.auto_gpus_per_cell(SweepConfig(models=models_, gpus_per_cell="auto"),
+                                        devs, notes.append)
+        assert len(notes) == 1
+        return cfg.gpus_per_cell
+
+    # llama-3.1-70b bf16: 70.55e9 parameters x 2 bytes = 141.1 GB of weights; a GPU's
+    # usable memory is 90% of its total: 80 GB -> 72 GB, 40 GB -> 36 GB
+    assert auto(("llama-3.1-70b",), gpus(4, 80e9)) == 2  # 72 < 141.1 <= 144
+    assert auto(("llama-3.1-70b",), gpus(4, 40e9)) == 4  # 108 < 141.1 <= 144
+    assert auto(("llama-3.1-70b",), gpus(3, 40e9)) == 3  # none fits: all, cells oom
+    assert auto(("tiny-llama", "llama-3.1-8b"), gpus(4, 80e9)) == 1  # 16.1 GB fits one
+    assert auto(("tiny-llama", "llama-3.1-70b"), gpus(2, 80e9)) == 2  # the largest decides
+    assert auto(("llama-3.1-70b",), [Device("cpu", None, "cpu")]) == 1
+    monkeypatch.setenv("JOULEBENCH_MEMORY_CAP_BYTES", "50e9")  # per GPU, as the worker
+    assert auto(("llama-3.1-70b",), gpus(4, 80e9)) == 3  # 100 < 141.1 <= 150
+
+
 def test_sweep_file_key_and_bad_values(tmp_path):
     f = tmp_path / "s.toml"
     f.write_text("gpus_per_cell = 2\n")
     assert SweepConfig.from_sources({}, str(f)).gpus_per_cell == 2
     assert SweepConfig.from_sources({"gpus_per_cell": 4}, str(f)).gpus_per_cell == 4
     assert SweepConfig(gpus_per_cell=2).to_dict()["gpus_per_cell"] == 2
-    for bad in ("2", 0, True):
+    assert SweepConfig(gpus_per_cell="auto").gpus_per_cell == "auto"
+    for bad in ("2", 0, True, "all"):
         with pytest.raises(BenchError):
             SweepConfig(gpus_per_cell=bad)  # type: ignore[arg-type]
     with pytest.raises(BenchError, match="endpoint"):
