@@ -7,7 +7,7 @@ depends on the device (``dtype``, ``min_window_s``, ``warmup``) are then filled 
 resolved configuration, so nothing downstream keeps a default of its own.
 
 A leaf module: it imports nothing of the package but errors, models' dtype names and the
-Device type.
+Device type (with its grouping of GPUs for multi-GPU cells).
 """
 
 from __future__ import annotations

@@ -362,3 +362,22 @@ def test_endpoint_load_block_is_derived_in_cell_record():
     assert F.cell_record(F.CellRaw(cell, "ok", repeats=reps, load=span))["load"][
         "client_saturated"] is False
     assert "load" not in F.cell_record(F.CellRaw(cell, "ok", repeats=reps))
+
+
+def test_a_groups_window_edges_synchronise_every_gpu(monkeypatch):
+    from bench import worker
+
+    seen = []
+    monkeypatch.setattr(torch.cuda, "synchronize", lambda d=None: seen.append(d))
+    g = group([gpu(2), gpu(3)])
+    g.info["torch_device"] = "cuda:0"  # as the worker sees its group: cuda:0 and cuda:1
+    sync = worker._sync_for(g)
+    assert sync is not None
+    sync()
+    assert seen == ["cuda:0", "cuda:1"]
+    one = Device("cuda", 2, "G", "GPU-2", {"torch_device": "cuda:0"})
+    sync = worker._sync_for(one)
+    assert sync is not None
+    seen.clear()
+    sync()
+    assert seen == ["cuda:0"]
