@@ -4,6 +4,7 @@ GPU's own kept, validate's checks of both, the placement passed to each engine."
 import copy
 import json
 import os
+import shutil
 import subprocess
 import sys
 
@@ -264,7 +265,7 @@ def _tampered(run_dir, tmp_path, name, change):
     doc = json.loads((run_dir / "result.json").read_text())
     change(doc)
     (out / "result.json").write_text(json.dumps(doc))
-    (out / "trace.parquet").symlink_to(run_dir / "trace.parquet")
+    shutil.copy(run_dir / "trace.parquet", out / "trace.parquet")  # links are refused
     return out
 
 
@@ -317,6 +318,8 @@ def test_two_gpu_cell_is_the_sum_of_300_and_500_w_and_validates(fake_nvml_dir, t
     def the_group(d):
         d["cells"][0]["num_devices"] = 1
 
+    same = _tampered(out, tmp_path, "same", lambda d: None)  # the copy itself passes
+    assert all(ch.ok for ch in validate(same)), [ch.line() for ch in validate(same)]
     for name, change, rules in (("reading", per_gpu_reading, ("trace", "energy")),
                                 ("split", per_gpu_split, ("energy",)),
                                 ("sum", the_sum, ("energy", "figures")),
@@ -387,3 +390,30 @@ def test_a_groups_window_edges_synchronise_every_gpu(monkeypatch):
     seen.clear()
     sync()
     assert seen == ["cuda:0"]
+
+
+def test_a_one_gpu_document_from_before_multi_gpu_cells_still_validates(fake_nvml_dir,
+                                                                       tmp_path):
+    env = gpu_env(fake_nvml_dir, "base_w=300", tmp_path)
+    out = tmp_path / "run"
+    r = bench("run", "--gpu", "0", *SMALL, "--out", str(out), env=env)
+    assert r.returncode == 0, r.stderr
+    doc = json.loads((out / "result.json").read_text())
+    (c,) = doc["cells"]
+    assert c["num_devices"] == 1 and c["figures"]["output_tokens_per_s_per_gpu"] == \
+        pytest.approx(c["figures"]["output_tokens_per_s"])
+    assert all(ch.ok for ch in validate(out))
+
+    def older(d):  # as main wrote it: no group fields
+        cell = d["cells"][0]
+        for k in ("num_devices", "device_uuids"):
+            cell.pop(k)
+        cell["figures"].pop("output_tokens_per_s_per_gpu")
+        d["config"].pop("gpus_per_cell")
+
+    assert all(ch.ok for ch in validate(_tampered(out, tmp_path, "older", older)))
+
+    def forged(d):  # a per-GPU figure that does not recompute still fails
+        d["cells"][0]["figures"]["output_tokens_per_s_per_gpu"] *= 2
+
+    assert _fails(_tampered(out, tmp_path, "forged", forged), "figures")

@@ -217,6 +217,9 @@ def rule_figures(doc: dict, run_dir: Path) -> list[str]:
         except (KeyError, TypeError, ValueError, ZeroDivisionError) as exc:
             errors.append(f"{cid}: repeats cannot be recomputed ({exc})")
             continue
+        if "num_devices" not in c and again.get("num_devices", 1) == 1 and again["figures"]:
+            # a one-GPU cell of a document from before multi-GPU cells: no per-GPU figure
+            again["figures"].pop("output_tokens_per_s_per_gpu", None)
         for k in ("energy_method", "figures", "uncertainty"):
             _diff(c.get(k), again[k], f"{cid}: {k}", errors)
         if load is not None:  # endpoint mode: the client's load over the cell's span
