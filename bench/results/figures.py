@@ -106,8 +106,8 @@ def repeat_figures(rep: dict, scope: str) -> dict[str, float | None]:
     }
 
 
-def cell_figures(repeats: list[dict], scope: str,
-                 idle_power_w: float | None = None) -> tuple[dict, dict]:
+def cell_figures(repeats: list[dict], scope: str, idle_power_w: float | None = None,
+                 num_devices: int = 1) -> tuple[dict, dict]:
     """The cell's figures (median over repeats) and their spread.
 
     Returns:
@@ -119,6 +119,8 @@ def cell_figures(repeats: list[dict], scope: str,
         uncertainty gives min, max and the distribution-free interval of the median
         output tokens/J from order statistics (``kernels.stats.median_ci``) with its exact
         coverage ``ci_level`` (3 repeats: [min, max] at 75%; 6 are the fewest for 95%).
+        GPU scope: also ``output_tokens_per_s_per_gpu``, the output tokens/s over the
+        ``num_devices`` GPUs that ran the cell together.
     """
     per = [repeat_figures(r, scope) for r in repeats]
     figures: dict[str, Any] = {}
@@ -142,6 +144,9 @@ def cell_figures(repeats: list[dict], scope: str,
             vals.append(r["output_tokens"] / extra if extra > 0 else None)
         inc = stats.median(vals) if vals and None not in vals else None
     figures["incremental_output_tokens_per_j"] = inc
+    if scope == "gpu":
+        tps = figures["output_tokens_per_s"]
+        figures["output_tokens_per_s_per_gpu"] = tps / num_devices if tps is not None else None
     node = [_energy(r, "node") for r in repeats] if scope != "node" else []
     figures["node_output_tokens_per_j"] = stats.median(
         [r["output_tokens"] / e for r, e in zip(repeats, node, strict=True)]) \
@@ -314,8 +319,9 @@ def cell_record(raw: CellRaw) -> dict:
     if raw.repeats:
         rec["energy_method"] = weakest_method(
             r["energy"].get(scope, {}).get("method") for r in raw.repeats)
-        rec["figures"], rec["uncertainty"] = cell_figures(raw.repeats, scope,
-                                                          raw.idle_power_w)
+        rec["figures"], rec["uncertainty"] = cell_figures(
+            raw.repeats, scope, raw.idle_power_w,
+            len(cell.device.members) if cell.device.kind == "cuda" else 1)
     if raw.status == "ok":
         rec["idle_power_w"] = raw.idle_power_w
         rec["phases"] = phases(raw.repeats, raw.prefill, scope, cell.batch_size,
@@ -331,9 +337,6 @@ def cell_record(raw: CellRaw) -> dict:
         rec["num_devices"] = len(members)
         rec["device_uuids"] = [m.uuid for m in members]
         if rec["figures"] is not None:
-            tps = rec["figures"]["output_tokens_per_s"]
-            rec["figures"]["output_tokens_per_s_per_gpu"] = \
-                tps / len(members) if tps is not None else None
             per = per_device_figures(raw.repeats, scope, members)
             if per is not None:
                 rec["figures"]["per_device"] = per

@@ -217,7 +217,8 @@ def rule_figures(doc: dict, run_dir: Path) -> list[str]:
         except (KeyError, TypeError, ValueError, ZeroDivisionError) as exc:
             errors.append(f"{cid}: repeats cannot be recomputed ({exc})")
             continue
-        if "num_devices" not in c and again.get("num_devices", 1) == 1 and again["figures"]:
+        if "num_devices" not in c and again.get("num_devices", 1) == 1 and again["figures"] \
+                and "output_tokens_per_s_per_gpu" not in (c["figures"] or {}):
             # a one-GPU cell of a document from before multi-GPU cells: no per-GPU figure
             again["figures"].pop("output_tokens_per_s_per_gpu", None)
         for k in ("energy_method", "figures", "uncertainty"):
