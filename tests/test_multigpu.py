@@ -402,7 +402,7 @@ def test_a_one_gpu_document_from_before_multi_gpu_cells_still_validates(fake_nvm
     (c,) = doc["cells"]
     assert c["num_devices"] == 1 and c["figures"]["output_tokens_per_s_per_gpu"] == \
         pytest.approx(c["figures"]["output_tokens_per_s"])
-    assert all(ch.ok for ch in validate(out))
+    assert all(ch.ok for ch in validate(out)), [ch.line() for ch in validate(out)]
 
     def older(d):  # as main wrote it: no group fields
         cell = d["cells"][0]
