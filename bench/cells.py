@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from bench.meter import Measurement, Meter
+from bench.results.figures import window_per_device
 from bench.sweep import Cell, SweepConfig
 from bench.workload import CallResult, Shape, Workload
 
@@ -29,6 +30,9 @@ def energy_block(m: Measurement, absent: dict[str, str] | None) -> dict:
         e = m.energy_j(scope)
         energy[scope] = {"energy_j": e, "method": m.method(scope),
                          "reason": m.reason(scope) if e is None else None}
+        per = window_per_device([r.to_dict() for r in m.readings], scope)
+        if per is not None:  # several GPUs run the cell: each one's own energy is kept
+            energy[scope]["per_device"] = per
     return energy
 
 

@@ -51,6 +51,20 @@ def _str_list(text: str) -> tuple[str, ...]:
     return tuple(parts)
 
 
+def _gpus_per_cell(text: str) -> int | str:
+    return "auto" if text.strip().lower() == "auto" else _positive_int(text)
+
+
+def _positive_int(text: str) -> int:
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if v < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} must be 1 or more")
+    return v
+
+
 def _positive_float(text: str) -> float:
     try:
         v = float(text)
@@ -164,6 +178,11 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--engine", choices=("hf", "vllm"), default=None,
                    help="what generates the tokens: hf (reference, default) or vllm (dummy "
                    "weights in the device worker); --endpoint measures a server instead")
+    r.add_argument("--gpus-per-cell", type=_gpus_per_cell, default=None, metavar="N",
+                   help="GPUs that run one cell together, in index order (default 1; auto: "
+                   "the fewest that hold the weights): hf "
+                   "places the model over them (device_map, eager), vllm runs tensor "
+                   "parallel N; the cell's energy is their sum, each GPU's kept")
     r.add_argument("--gpu-memory-utilization", type=_positive_float, default=None,
                    help="engine vllm: fraction of the device's memory vLLM may take (on the "
                    "CPU backend: host memory for the KV cache; default 0.1 there, 0.9 on GPUs)")
@@ -391,6 +410,7 @@ def _sweep_flags(args: argparse.Namespace) -> dict:
             "endpoint": args.endpoint, "serve_cmd": args.serve_cmd,
             "request_timeout_s": args.request_timeout_s,
             "gpu_memory_utilization": args.gpu_memory_utilization,
+            "gpus_per_cell": args.gpus_per_cell,
             "batch_sizes": args.concurrency if args.endpoint else args.batch,
             "input_lens": args.input_len,
             "output_lens": args.output_len, "dtype": args.dtype,
@@ -435,7 +455,8 @@ def cmd_run(args: argparse.Namespace) -> int:
             ("--out", args.out), ("--engine", args.engine), ("--endpoint", args.endpoint),
             ("--concurrency", args.concurrency), ("--serve-cmd", args.serve_cmd),
             ("--node-power", args.node_power), ("--power-limit-w", args.power_limit_w),
-            ("--power-limit-frac", args.power_limit_frac)) if v is not None]
+            ("--power-limit-frac", args.power_limit_frac),
+            ("--gpus-per-cell", args.gpus_per_cell)) if v is not None]
         if given:
             raise BenchError(f"--resume continues the run as it was configured; drop "
                              f"{given[0]}")

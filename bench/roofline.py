@@ -50,8 +50,11 @@ def cell_roofline(device, spec_model, dtype: str, batch: int, input_len: int,
     peak = spec.bf16_flops if dtype in ("bf16", "fp16") or spec.key == "CPU" else \
         spec.bf16_flops * 2 if dtype == "fp8" else \
         spec.bf16_flops / 2  # no TF32 assumption: fp32 at half the 16-bit rate; fp8 twice
-    t = a.min_time_s(batch, input_len, output_len, peak, spec.mem_bw_bytes_per_s)
-    ceiling = batch * output_len / (spec.tdp_w * t)
+    # a group of N GPUs (--gpus-per-cell): N times the FLOPs, bandwidth and TDP (ideal
+    # scaling, so the tokens/J ceiling is one GPU's; the time per call is 1/N of it)
+    n = len(getattr(device, "members", None) or [device])
+    t = a.min_time_s(batch, input_len, output_len, peak * n, spec.mem_bw_bytes_per_s * n)
+    ceiling = batch * output_len / (spec.tdp_w * n * t)
     return {"device_spec": spec.key, "source": spec.source, "tdp_w": spec.tdp_w,
             "min_time_s_per_call": t, "ceiling_output_tokens_per_j": ceiling,
             "fraction": (measured_tokens_per_j / ceiling if measured_tokens_per_j is not None

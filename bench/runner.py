@@ -24,7 +24,7 @@ from bench.devices import Device, Inventory
 from bench.errors import BenchError
 from bench.results import io
 from bench.rundir import Run, open_journal
-from bench.sweep import Cell, SweepConfig, plan
+from bench.sweep import Cell, SweepConfig, device_groups, plan
 from bench.worker import run_device, worker_main
 
 __all__ = ["Cell", "GpuLock", "Outcome", "RunFailed", "SweepConfig", "execute", "pending",
@@ -121,6 +121,59 @@ def check_models(config: SweepConfig) -> None:
                              f"needs {longest} (input + output length)")
 
 
+def check_gpus_per_cell(config: SweepConfig, devs: list[Device],
+                        on_notice: Callable[[str], None] | None = None) -> list[Device]:
+    """The selected devices less the GPUs ``--gpus-per-cell`` leaves over (said in one line).
+
+    Raises:
+        BenchError: fewer GPUs selected than one cell needs (the CPU counts as none).
+    """
+    n = config.gpus_per_cell
+    assert isinstance(n, int), "resolve --gpus-per-cell auto first (auto_gpus_per_cell)"
+    if n <= 1:
+        return devs
+    gpus = [d for d in devs if d.kind == "cuda"]
+    if len(gpus) < n:
+        raise BenchError(f"--gpus-per-cell {n}: {len(gpus)} GPU(s) selected; a cell needs {n}")
+    _, left = device_groups(config, devs)
+    if left and on_notice:
+        on_notice(f"--gpus-per-cell {n}: {len(gpus)} GPUs make {len(gpus) // n} group(s) of "
+                  f"{n}; GPU {', '.join(str(d.index) for d in left)} left out")
+    return [d for d in devs if d not in left]
+
+
+def auto_gpus_per_cell(config: SweepConfig, devs: list[Device],
+                       on_notice: Callable[[str], None] | None = None) -> SweepConfig:
+    """``config`` with ``--gpus-per-cell auto`` resolved: the smallest N whose N GPUs hold
+    every model's weights (the fit check, ``worker.weights_do_not_fit``, against N x 90%
+    of one GPU's memory: the least of the selected GPUs', or ``JOULEBENCH_MEMORY_CAP_BYTES``);
+    1 on the CPU; every selected GPU where none fits (its cells are then ``oom``, with
+    the reason). Said in one line.
+    """
+    from dataclasses import replace
+
+    from bench.sweep import DEVICE_DEFAULTS
+    from bench.worker import weights_do_not_fit
+
+    if config.gpus_per_cell != "auto":
+        return config
+    gpus = [d for d in devs if d.kind == "cuda"]
+    mems = [d.info.get("memory_total_bytes") for d in gpus]
+    cap = os.environ.get("JOULEBENCH_MEMORY_CAP_BYTES")
+    per_gpu = float(cap) if cap else min((float(m) for m in mems if m), default=0.0) * 0.9
+    n = 1
+    if gpus and per_gpu > 0:
+        dtype = config.dtype or DEVICE_DEFAULTS["cuda"].dtype
+        n = next((k for k in range(1, len(gpus) + 1) if all(
+            weights_do_not_fit(models.get(m), dtype, k * per_gpu) is None
+            for m in config.models)), len(gpus))
+    if on_notice:
+        on_notice(f"--gpus-per-cell auto: {n} (every model's weights fit on {n} GPU(s) of "
+                  f"{per_gpu / 1e9:.3g} GB usable)" if gpus and per_gpu > 0 else
+                  "--gpus-per-cell auto: 1 (no GPU memory to size by)")
+    return replace(config, gpus_per_cell=n)
+
+
 def check_node_power(config: SweepConfig, devs: list[Device]) -> str | None:
     """Refuse a BMC the run cannot use, before anything is measured.
 
@@ -172,6 +225,8 @@ def run(config: SweepConfig, gpu: str | list[int] = "auto", out: Path | str | No
     devs, notice = D.select(gpu, inv)
     if notice and on_notice:
         on_notice(notice)
+    config = auto_gpus_per_cell(config, devs, on_notice)
+    devs = check_gpus_per_cell(config, devs, on_notice)
     if config.node_power:
         why = check_node_power(config, devs)
         if why and on_notice:
@@ -334,7 +389,8 @@ def _execute(run: Run, on_record: Callable[[dict], None]) -> list[str]:
     todo = pending(run)
     emit = _emit_to(run, on_record)
     errors: list[str] = []
-    gpu_devs = [d for d in run.devices if d.kind == "cuda" and any(c.device == d for c in todo)]
+    # a worker per device cells run on: a GPU, or a group of GPUs (--gpus-per-cell)
+    gpu_devs = [d for d in dict.fromkeys(c.device for c in todo) if d.kind == "cuda"]
     procs = _start_workers(run, gpu_devs, todo) if gpu_devs else None
     try:
         for dev in (d for d in run.devices if d.kind != "cuda"):

@@ -7,7 +7,7 @@ depends on the device (``dtype``, ``min_window_s``, ``warmup``) are then filled 
 resolved configuration, so nothing downstream keeps a default of its own.
 
 A leaf module: it imports nothing of the package but errors, models' dtype names and the
-Device type.
+Device type (with its grouping of GPUs for multi-GPU cells).
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass, fields, replace
 from typing import Any
 
-from bench.devices import Device
+from bench.devices import Device, group
 from bench.errors import BenchError
 from bench.models import DTYPES
 
@@ -92,6 +92,11 @@ class SweepConfig:
             limit is never touched).
         power_limit_frac: the same axis as fractions of each GPU's default power limit
             (not together with ``power_limit_w``).
+        gpus_per_cell: GPUs that run one cell together (in index order; see
+            :func:`device_groups`): hf places the model over them (``device_map``),
+            vllm runs ``tensor_parallel_size`` N. The cell's GPU energy is their sum.
+            ``"auto"``: the smallest N whose weights fit (resolved by the runner before
+            the run starts; the document records the number).
     """
 
     models: tuple[str, ...] = ("tiny-llama",)
@@ -119,6 +124,7 @@ class SweepConfig:
     warmup_cap_s: float | None = None
     power_limit_w: tuple[float, ...] = ()
     power_limit_frac: tuple[float, ...] = ()
+    gpus_per_cell: int | str = 1
 
     def __post_init__(self) -> None:
         _check_types(self)
@@ -156,6 +162,12 @@ class SweepConfig:
         if self.gpu_memory_utilization is not None and \
                 not 0 < self.gpu_memory_utilization <= 1:
             raise BenchError("gpu_memory_utilization must be in (0, 1]")
+        if isinstance(self.gpus_per_cell, str) and self.gpus_per_cell != "auto" or \
+                isinstance(self.gpus_per_cell, int) and self.gpus_per_cell < 1:
+            raise BenchError("--gpus-per-cell must be 1 or more, or auto")
+        if self.gpus_per_cell != 1 and self.engine == "endpoint":
+            raise BenchError("--gpus-per-cell is for hf and vllm; an endpoint's cell already "
+                             "spans every selected GPU")
         if self.dtype == "fp8" and self.engine != "vllm":
             raise BenchError("--dtype fp8 runs on the vllm engine only (--engine vllm)")
         if self.dtype is not None and self.dtype not in (*DTYPES, "fp8"):
@@ -222,7 +234,7 @@ _TYPES: dict[str, tuple[type, ...]] = {
     "serve_cmd": (str, type(None)), "request_timeout_s": (int, float),
     "gpu_memory_utilization": (int, float, type(None)), "node_power": (str, type(None)),
     "bmc_insecure": (bool,), "bmc_ca_file": (str, type(None)),
-    "bmc_credentials": (str, type(None)),
+    "bmc_credentials": (str, type(None)), "gpus_per_cell": (int, str),
 }
 
 
@@ -329,16 +341,34 @@ def load_config_file(path: str) -> dict[str, Any]:
     return out
 
 
+def device_groups(config: SweepConfig, devices: list[Device]
+                  ) -> tuple[list[Device], list[Device]]:
+    """The devices cells run on, and the GPUs left over.
+
+    With ``gpus_per_cell`` N > 1 the GPUs are split in index order into groups of N (a
+    group is one :func:`bench.devices.group` device); the GPUs after the last whole group
+    are left over. The CPU, and N = 1, are not grouped.
+    """
+    n = config.gpus_per_cell if isinstance(config.gpus_per_cell, int) else 1  # auto: unresolved
+    gpus = sorted((d for d in devices if d.kind == "cuda"), key=lambda d: d.gpu_index)
+    if n <= 1 or not gpus:
+        return list(devices), []
+    whole = len(gpus) // n * n
+    return [group(gpus[i:i + n]) for i in range(0, whole, n)], gpus[whole:]
+
+
 def plan(config: SweepConfig, devices: list[Device]) -> list[Cell]:
     """All cells, grouped so a model is built once per device and batches ascend.
 
     ``config`` must be resolved for the devices' kind (its dtype set); an unresolved one
-    is resolved per device here. An endpoint run has one cell per shape, on the first
+    is resolved per device here. With ``gpus_per_cell`` > 1 the cells run on groups of
+    GPUs (:func:`device_groups`). An endpoint run has one cell per shape, on the first
     device: the server spans every selected GPU, and the cell's energy is their sum.
     With a power-limit axis, a device's cells are grouped by limit (outermost), so each
     limit is set once per device.
     """
     cells = []
+    devices = device_groups(config, devices)[0]
     for dev in devices[:1] if config.engine == "endpoint" else devices:
         dtype = config.dtype or DEVICE_DEFAULTS[dev.kind].dtype
         for pl_w, pl_frac in power_limit_axis(config):

@@ -22,7 +22,7 @@ from bench.meter import Meter
 from bench.results import figures
 from bench.results.figures import CellRaw
 from bench.sweep import Cell, SweepConfig
-from bench.workload import Workload, make_workload
+from bench.workload import Workload, gpu_free_bytes, make_workload
 
 
 def energy_sources(device: Device, config: SweepConfig,
@@ -43,7 +43,8 @@ def energy_sources(device: Device, config: SweepConfig,
     if device.kind == "cuda":
         from bench.devices.nvml import NvmlEnergySource
 
-        srcs.append(NvmlEnergySource(device.gpu_index))
+        # a group of GPUs (--gpus-per-cell): one counter each, summed per window
+        srcs.extend(NvmlEnergySource(m.gpu_index) for m in device.members)
     try:
         if parallel_gpus > 1:
             raise NoSensor(f"RAPL covers the host, shared by {parallel_gpus} GPU sessions "
@@ -91,10 +92,14 @@ def measure_idle(device: Device, meter: Meter, seconds: float) -> dict:
     assert m is not None
     scope = figures.primary_scope(device.kind)
     e = m.energy_j(scope)
-    return {"type": "idle", "device": device.label, "scope": scope,
+    idle = {"type": "idle", "device": device.label, "scope": scope,
             "duration_s": m.duration_s, "energy_j": e,
             "power_w": figures.idle_power_w(e, m.duration_s),
             "method": m.method(scope), "reason": m.reason(scope) if e is None else None}
+    per = figures.window_per_device([r.to_dict() for r in m.readings], scope)
+    if per is not None:  # a group of GPUs: the baseline is their sum, each one's kept
+        idle["per_device"] = per
+    return idle
 
 
 def memory_cap_bytes(device: Device) -> float | None:
@@ -106,16 +111,13 @@ def memory_cap_bytes(device: Device) -> float | None:
     variable simulates a smaller GPU (tests use it for the out-of-memory path) or keeps
     headroom.
     """
+    n = len(device.members)  # a group's memory is its GPUs' together (the variable: per GPU)
     cap = os.environ.get("JOULEBENCH_MEMORY_CAP_BYTES")
     if cap:
-        return float(cap)
+        return float(cap) * n
     if device.torch_device.startswith("cuda"):
-        import torch
-
-        free, _ = torch.cuda.mem_get_info(device.torch_device)
-        cached = (torch.cuda.memory_reserved(device.torch_device)
-                  - torch.cuda.memory_allocated(device.torch_device))
-        return float(free + max(cached, 0))
+        return float(sum(gpu_free_bytes(f"cuda:{i}") for i in range(n))) if n > 1 \
+            else gpu_free_bytes(device.torch_device)
     return None
 
 
@@ -175,6 +177,13 @@ def _sync_for(device: Device) -> Callable[[], None] | None:
         return None
     import torch
 
+    n = len(device.members)
+    if n > 1:  # a group of GPUs: every one's queued work is inside the window edge
+        def sync_all() -> None:
+            for i in range(n):
+                torch.cuda.synchronize(f"cuda:{i}")
+
+        return sync_all
     return lambda: torch.cuda.synchronize(device.torch_device)
 
 
@@ -191,7 +200,7 @@ def other_processes(device: Device, ours: set[int]) -> list[int] | None:
     from bench.devices import nvml
 
     try:
-        pids = nvml.compute_pids(device.gpu_index)
+        pids = sorted({p for m in device.members for p in nvml.compute_pids(m.gpu_index)})
     except Exception:  # a sensor question; never stops the sweep
         return None
     others = [p for p in pids if p not in ours]
@@ -238,18 +247,17 @@ def _trace_flusher(run_dir: Path, sampler: Any, node: Any) -> Callable[[], None]
     """
     from bench.rundir import write_trace_part
 
-    state = {"gpu_ns": -1, "node_ns": -1, "seq": 0}
+    state: dict[Any, int] = {"node_ns": -1, "seq": 0}
     session = time.time_ns()
 
     def flush() -> None:
-        for key, src in (("gpu_ns", sampler), ("node_ns", node)):
-            if src is None:
-                continue
-            if key == "gpu_ns":
-                (tr,) = src.traces(since_ns=state[key])
-                new = tr.after(state[key])
-            else:
-                new = _node_trace(src, state[key])
+        # one trace per sampled GPU (several for a group of GPUs), then the BMC's
+        news = [] if sampler is None else [
+            (tr.index, tr.after(state.get(tr.index, -1)))
+            for tr in sampler.traces(since_ns=min(state.get(i, -1) for i in sampler.indices))]
+        if node is not None:
+            news.append(("node_ns", _node_trace(node, state["node_ns"])))
+        for key, new in news:
             write_trace_part(run_dir, new, state["seq"], session)
             if len(new):
                 state[key] = int(new.t_ns[-1])
@@ -288,11 +296,12 @@ def run_device(device: Device, todo: list[Cell], config: SweepConfig,
 
             # Sampled at 1 kHz for all the device's cells: window edges are interpolated
             # between the counter's updates, not read from a stale counter.
-            sampler = Sampler([device.gpu_index], rate_hz=1000.0).start()
+            sampler = Sampler([m.gpu_index for m in device.members], rate_hz=1000.0).start()
             from bench.thermal import ThermalMonitor
 
-            # temperature, clocks and clock event reasons every 100 ms, per window
-            thermal = ThermalMonitor(device.gpu_index).start()
+            # temperature, clocks and clock event reasons every 100 ms, per window (a
+            # group of GPUs: its first GPU's)
+            thermal = ThermalMonitor(device.members[0].gpu_index).start()
         node = next((s for s in srcs if s.scope == "node"), None)
         if sampler is not None or node is not None:
             flush = _trace_flusher(run_dir, sampler, node)
@@ -425,8 +434,9 @@ def _run_one(cell: Cell, wl: Workload, spec: models.ModelSpec, meter: Meter,
         return CellRaw(cell, "oom", error="out of memory")
     trace = None
     if sampler is not None:
-        (tr,) = sampler.traces(since_ns=repeats[0]["t0_ns"] - 1_000_000_000)
-        trace = tr.power_valid()
+        trs = sampler.traces(since_ns=repeats[0]["t0_ns"] - 1_000_000_000)
+        # the timeline phases need one device's power; a group of GPUs has none of its own
+        trace = trs[0].power_valid() if len(trs) == 1 else None
     return CellRaw(cell, "ok", repeats=repeats, prefill=prefill, idle_power_w=idle_w,
                    trace=trace, model_spec=spec, warmup=warm)
 
@@ -450,7 +460,8 @@ def _die_with_parent(parent: int) -> None:
 
 def worker_main(device_dict: dict, todo: list[Cell], config: SweepConfig, run_dir: str,
                 queue: Any, parent: int | None = None, parallel_gpus: int = 1) -> None:
-    """Entry point of a worker process (spawn): one GPU, visible as cuda:0.
+    """Entry point of a worker process (spawn): one GPU, visible as cuda:0 (a group of GPUs:
+    all of them, as cuda:0, cuda:1, ... in index order).
 
     ``parallel_gpus``: the number of GPU workers the runner started together.
     """

@@ -415,13 +415,19 @@ class HfWorkload:
         torch_device: where the model runs (``cpu``, ``cuda:0``).
         seed: seed of the random weights and the prompts.
         compile: on CUDA, a static cache and torch.compile.
+        num_devices: GPUs the model is placed over (``--gpus-per-cell``): with more than
+            one, ``device_map="auto"`` within each GPU's ``max_memory``, eager (no
+            compile), and labelled so in :meth:`describe`.
     """
 
     engine = "hf"
 
     def __init__(self, spec: Any, dtype: str, torch_device: str, seed: int = 0,
-                 compile: bool = True) -> None:
+                 compile: bool = True, num_devices: int = 1) -> None:
         self.spec = spec
+        self.num_devices = num_devices
+        self.max_memory: dict[int, int] | None = None
+        self.device_map: dict[str, Any] | None = None
         self.dtype = dtype
         self.torch_device = torch_device
         self.seed = seed
@@ -449,11 +455,36 @@ class HfWorkload:
     def compiled(self) -> bool:
         """Whether decode is compiled: asked for, on a GPU (or forced), and not failed."""
         where = self.torch_device.startswith("cuda") or self._compile_all_devices
-        return self.compile and where and self._compile_failed is None
+        return self.compile and where and self._compile_failed is None and \
+            self.num_devices == 1
+
+    def placement(self) -> tuple[dict[int, int], Any]:
+        """``max_memory`` per GPU and the torch device of GPU i, for a multi-GPU model.
+
+        On GPUs: what each can give (free plus PyTorch's cached blocks). On the CPU (tests
+        with stand-in GPUs): the weights' share per device with half again as headroom,
+        every block then allocated on the CPU.
+        """
+        n = self.num_devices
+        if self.torch_device.startswith("cuda"):
+            from bench import models
+
+            free = [gpu_free_bytes(f"cuda:{i}") for i in range(n)]
+            return models.max_memory_per_gpu(free), None
+        from bench.models import arithmetic
+
+        share = arithmetic.of(self.spec, self.dtype).weight_bytes / n
+        return {i: int(share * 1.5) + 1 for i in range(n)}, (lambda i: self.torch_device)
 
     def prepare(self) -> None:
         from bench import models
 
+        if self.num_devices > 1:
+            self.max_memory, device_of = self.placement()
+            self.model, self.device_map = models.build_over(
+                self.spec, self.dtype, self.max_memory, self.seed, device_of)
+            prepare(self.model, self.torch_device, False)
+            return
         self.model = models.build(self.spec, self.dtype, self.torch_device, self.seed)
         prepare(self.model, self.torch_device, self.compiled)
         if not self.compiled:
@@ -597,7 +628,14 @@ class HfWorkload:
         return {"name": self.engine, "version": metadata.version("transformers"),
                 "torch": metadata.version("torch"), "compiled": compiled,
                 "mode": "compiled" if compiled else
-                ("eager (compile failed)" if self._compile_failed else "eager"),
+                ("eager (compile failed)" if self._compile_failed else
+                 f"eager (device_map over {self.num_devices} GPUs, no compile)"
+                 if self.num_devices > 1 else "eager"),
+                "num_devices": self.num_devices,
+                "device_map": "auto" if self.num_devices > 1 else None,
+                "max_memory_bytes": {str(k): v for k, v in self.max_memory.items()}
+                if self.max_memory else None,
+                "blocks_per_device": _blocks_per_device(self.device_map),
                 "compile_error": self._compile_failed,
                 "cache": "static" if compiled else "dynamic",
                 "cache_len": shape.input_len + shape.output_len if compiled and shape
@@ -628,6 +666,9 @@ class HfWorkload:
             return None
         import torch
 
+        if self.num_devices > 1:
+            return sum(int(torch.cuda.max_memory_allocated(f"cuda:{i}"))
+                       for i in range(self.num_devices))
         return int(torch.cuda.max_memory_allocated(self.torch_device))
 
     def close(self) -> None:
@@ -637,6 +678,25 @@ class HfWorkload:
         self._cache, self._cache_shape = None, None
         self.model = None
         self._prompts = {}
+
+
+def gpu_free_bytes(torch_device: str) -> float:
+    """Free memory of one GPU plus PyTorch's cached, unused blocks there."""
+    import torch
+
+    free, _ = torch.cuda.mem_get_info(torch_device)
+    cached = torch.cuda.memory_reserved(torch_device) - torch.cuda.memory_allocated(torch_device)
+    return float(free + max(cached, 0))
+
+
+def _blocks_per_device(device_map: dict[str, Any] | None) -> dict[str, int] | None:
+    """How many of the model's placed blocks each GPU holds (``{"0": 9, "1": 8}``)."""
+    if not device_map:
+        return None
+    out: dict[str, int] = {}
+    for v in device_map.values():
+        out[str(v)] = out.get(str(v), 0) + 1
+    return out
 
 
 # Engines beyond hf: name -> the module whose ``make_workload`` builds it.
@@ -654,7 +714,8 @@ def make_workload(engine: str, spec: Any, dtype: str, torch_device: str, seed: i
         BenchError: an engine this harness does not have.
     """
     if engine == "hf":
-        return HfWorkload(spec, dtype, torch_device, seed, compile)
+        return HfWorkload(spec, dtype, torch_device, seed, compile,
+                          num_devices=int(getattr(sweep, "gpus_per_cell", 1) or 1))
     if engine in PLUGGED_ENGINES:
         import importlib
 

@@ -1,6 +1,7 @@
 """Endpoint mode against the stand-in OpenAI server: figures, faults, resume, validate."""
 
 import json
+import shutil
 import socket
 import subprocess
 import sys
@@ -170,6 +171,17 @@ def test_endpoint_run_is_a_validating_document(server_factory, fake_nvml, fake_n
         for r in c["repeats"]:
             assert r["load"]["client"]["loop_cpu_fraction"] is not None
             assert r["output_tokens"] == r["load"]["output_tokens"]
+    # the load block is built by cell_record: validate redoes what the document allows
+    from bench.results.validate import validate
+
+    load = doc["cells"][0]["load"]
+    load["client_saturated"] = not load["client_saturated"]  # not what its windows say
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    (bad / "result.json").write_text(json.dumps(doc))
+    shutil.copy(out / "trace.parquet", bad / "trace.parquet")  # links are refused
+    assert any(c.rule == "figures" and not c.ok and "client_saturated" in c.reason
+               for c in validate(bad))
 
 
 def test_unreachable_server_is_one_line_and_exit_2(fake_nvml, fake_nvml_dir, monkeypatch,

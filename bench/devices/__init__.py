@@ -28,8 +28,20 @@ class Device:
 
     @property
     def label(self) -> str:
-        """Short label for tables and cell ids: ``gpu0`` or ``cpu``."""
-        return f"gpu{self.index}" if self.kind == "cuda" else "cpu"
+        """Short label for tables and cell ids: ``gpu0``, ``gpu0+1`` (a group) or ``cpu``."""
+        if self.kind != "cuda":
+            return "cpu"
+        if len(self.members) > 1:
+            return "gpu" + "+".join(str(m.index) for m in self.members)
+        return f"gpu{self.index}"
+
+    @property
+    def members(self) -> list[Device]:
+        """The GPUs a multi-GPU cell runs on (see :func:`group`); ``[self]`` for one device."""
+        ms = self.info.get("members")
+        if not ms:
+            return [self]
+        return [Device.from_dict(m) for m in ms]
 
     @property
     def gpu_index(self) -> int:
@@ -63,6 +75,24 @@ class Device:
         """The inverse of :meth:`to_dict`."""
         info = {k: v for k, v in d.items() if k not in ("kind", "index", "name", "uuid")}
         return cls(d["kind"], d.get("index"), d.get("name", ""), d.get("uuid"), info)
+
+
+def group(members: list[Device]) -> Device:
+    """One device standing for several GPUs that run one cell together.
+
+    Its index and name are the first GPU's, its uuid the members' joined by commas (what
+    ``CUDA_VISIBLE_DEVICES`` takes), its label ``gpu0+1``; ``members`` gives them back.
+    A single GPU is its own group.
+    """
+    if len(members) == 1:
+        return members[0]
+    if any(m.kind != "cuda" for m in members):
+        raise ValueError("only GPUs form a group")
+    first = members[0]
+    info = {k: v for k, v in first.info.items() if k != "torch_device"}
+    info["members"] = [m.to_dict() for m in members]
+    return Device("cuda", first.index, first.name, ",".join(str(m.uuid) for m in members),
+                  info)
 
 
 @dataclass(frozen=True)

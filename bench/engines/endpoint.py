@@ -262,10 +262,9 @@ def measure_cell(cell: Cell, config: SweepConfig, meter: Meter, absent: dict[str
     finally:
         lg.stop(drain_s=min(60.0, config.request_timeout_s))
     t0, t1 = repeats[0]["t0_ns"], repeats[-1]["t1_ns"]
+    # the span's load; its client_saturated is derived from the windows (figures.client_load)
     cell_load = steady.window_load(list(lg.requests), t0, t1, cell.input_len,
                                    cell.output_len)
-    cell_load["client_saturated"] = any(r["load"]["client"]["client_saturated"]
-                                        for r in repeats)
     return repeats, cell_load
 
 
@@ -375,9 +374,8 @@ def _session(run: Run, emit: Event, server: Server | None, version: str | None) 
             raw = CellRaw(cell, "ok", repeats=repeats, idle_power_w=idle_w, trace=trace,
                           pid=os.getpid(), contended=False, other_pids=[],
                           engine=describe(run.config, cell, gpus, version,
-                                          server is not None))
+                                          server is not None), load=load)
             rec = figures.cell_record(raw)
-            rec["load"] = load
             flush()
             emit(rec)
     finally:
@@ -440,7 +438,7 @@ def run(config: SweepConfig, gpu: str | list[int] = "auto", out: Path | str | No
         RunFailed: the server died; the cells measured before are kept.
     """
     from bench import devices as D
-    from bench.runner import GpuLock, Outcome, pending, start_run
+    from bench.runner import GpuLock, start_run
 
     if config.engine != "endpoint":
         raise BenchError("endpoint.run needs engine endpoint")
@@ -449,9 +447,20 @@ def run(config: SweepConfig, gpu: str | list[int] = "auto", out: Path | str | No
     if notice and on_notice:
         on_notice(notice)
     check_cpu_scope(devs)
+    with GpuLock(devs):
+        return _with_server(config, _measure(lambda: start_run(config, devs, out),
+                                             on_start, on_event))
+
+
+def _measure(open_run: Callable[[], Run],
+             on_start: Callable[[Run, list[Cell]], None] | None,
+             on_event: Event | None) -> Callable[[Server | None], Any]:
+    """What :func:`run` and :func:`resume` measure once the server answers: the run
+    (``open_run``: a new one, or the resumed one), its pending cells, the server's log."""
+    from bench.runner import Outcome, pending
 
     def measure(server: Server | None) -> Any:
-        run_ = start_run(config, devs, out)
+        run_ = open_run()
         todo = pending(run_)
         if on_start:
             on_start(run_, todo)
@@ -462,8 +471,7 @@ def run(config: SweepConfig, gpu: str | list[int] = "auto", out: Path | str | No
                 server.keep_log(run_.run_dir)
         return Outcome(run_, path, len(todo))
 
-    with GpuLock(devs):
-        return _with_server(config, measure)
+    return measure
 
 
 def _redo_errors(run: Run) -> None:
@@ -517,19 +525,7 @@ def resume(run_dir: Path | str, on_start: Callable[[Run, list[Cell]], None] | No
     run_ = resume_run(run_dir, inventory)
     _redo_errors(run_)
     _restore_trace_parts(run_)
-    todo = pending(run_)
-    if not todo and run_.result_path.exists():
+    if not pending(run_) and run_.result_path.exists():
         return Outcome(run_, run_.result_path, 0)
-
-    def measure(server: Server | None) -> Any:
-        if on_start:
-            on_start(run_, todo)
-        try:
-            path = _execute(run_, on_event or (lambda e: None), server)
-        finally:
-            if server is not None:
-                server.keep_log(run_.run_dir)
-        return Outcome(run_, path, len(todo))
-
     with GpuLock(run_.devices):
-        return _with_server(run_.config, measure)
+        return _with_server(run_.config, _measure(lambda: run_, on_start, on_event))

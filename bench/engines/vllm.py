@@ -39,19 +39,22 @@ class VllmSettings:
         max_model_len: the longest sequence (the sweep's longest input + output).
         gpu_memory_utilization: the share of device memory vLLM may take.
         enforce_eager: no CUDA graphs (``compile`` off, and always on the CPU).
+        tensor_parallel_size: GPUs one engine spans (``--gpus-per-cell``; 1 on the CPU).
     """
 
     max_num_seqs: int
     max_model_len: int
     gpu_memory_utilization: float
     enforce_eager: bool
+    tensor_parallel_size: int = 1
 
 
 def settings_for(sweep: Any, kind: str) -> VllmSettings:
     """The engine's settings from the sweep (its largest batch and sequence)."""
     util = sweep.gpu_memory_utilization or DEFAULT_MEMORY_UTILIZATION[kind]
+    tp = int(getattr(sweep, "gpus_per_cell", 1)) if kind == "cuda" else 1
     return VllmSettings(max(sweep.batch_sizes), max(sweep.input_lens) + max(sweep.output_lens),
-                        float(util), kind != "cuda" or not sweep.compile)
+                        float(util), kind != "cuda" or not sweep.compile, tp)
 
 
 def make_workload(spec: Any, dtype: str, torch_device: str, seed: int = 0,
@@ -141,17 +144,22 @@ class VllmWorkload:
             capability = tuple(torch.cuda.get_device_capability(self.torch_device))
         check_fp8(self.dtype, self.kind, capability)  # type: ignore[arg-type]
         self._folder = config_folder(self.spec, Path(tempfile.mkdtemp(prefix="joulebench-vllm-")))
+        self.llm = LLM(**self.llm_kwargs(self._folder))
+
+    def llm_kwargs(self, folder: Path) -> dict[str, Any]:
+        """What ``vllm.LLM`` is built with (a group of GPUs: ``tensor_parallel_size`` N)."""
         kw: dict[str, Any] = {}
         if self.dtype == "fp8":
             kw["quantization"] = "fp8"
         s = self.settings
-        self.llm = LLM(model=str(self._folder), load_format="dummy", skip_tokenizer_init=True,
-                       dtype=VLLM_DTYPES[self.dtype], seed=self.seed,
-                       enable_prefix_caching=False, max_num_seqs=s.max_num_seqs,
-                       max_model_len=s.max_model_len,
-                       gpu_memory_utilization=s.gpu_memory_utilization,
-                       enforce_eager=s.enforce_eager, tensor_parallel_size=1,
-                       disable_log_stats=False, **kw)
+        return dict(model=str(folder), load_format="dummy", skip_tokenizer_init=True,
+                    dtype=VLLM_DTYPES[self.dtype], seed=self.seed,
+                    enable_prefix_caching=False, max_num_seqs=s.max_num_seqs,
+                    max_model_len=s.max_model_len,
+                    gpu_memory_utilization=s.gpu_memory_utilization,
+                    enforce_eager=s.enforce_eager,
+                    tensor_parallel_size=s.tensor_parallel_size,
+                    disable_log_stats=False, **kw)
 
     def _batch(self, shape: Shape) -> list[dict]:
         import random
@@ -202,7 +210,8 @@ class VllmWorkload:
                                 "gpu_memory_utilization": self.settings.gpu_memory_utilization,
                                 "cuda_graphs": not self.settings.enforce_eager,
                                 "enforce_eager": self.settings.enforce_eager,
-                                "prefix_caching": False, "tensor_parallel_size": 1}
+                                "prefix_caching": False,
+                                "tensor_parallel_size": self.settings.tensor_parallel_size}
         info.update(_engine_facts(self.llm))
         return info
 

@@ -205,6 +205,117 @@ def torch_dtype(name: str):
     return table[name]
 
 
+def max_memory_per_gpu(free_bytes: list[float], headroom: float = 0.9) -> dict[int, int]:
+    """``max_memory`` for ``device_map="auto"``: each GPU's memory it can give, less a
+    share kept for activations and the KV cache (weights fill at most ``headroom``)."""
+    return {i: int(f * headroom) for i, f in enumerate(free_bytes)}
+
+
+def placed_blocks(model: Any) -> list[tuple[str, int]]:
+    """The model's blocks in forward order with their bytes: each decoder layer (a class
+    in ``_no_split_modules``) whole, and every other module that holds tensors itself."""
+    keep = set(model._no_split_modules or [])
+    out: list[tuple[str, int]] = []
+    taken: list[str] = []
+    for name, mod in model.named_modules():
+        if any(name.startswith(t + ".") for t in taken):
+            continue  # inside a block already placed
+        own = list(mod.parameters(recurse=False)) + list(mod.buffers(recurse=False))
+        whole = type(mod).__name__ in keep
+        if not whole and not own:
+            continue
+        tensors = list(mod.parameters()) + list(mod.buffers()) if whole else own
+        out.append((name, sum(t.numel() * t.element_size() for t in tensors)))
+        if whole or not list(mod.children()):
+            taken.append(name)
+    return out
+
+
+def device_map_over(model: Any, max_memory: dict[int, int]) -> dict[str, int]:
+    """Where each block of ``model`` (built on the meta device) goes: the GPUs in order,
+    each filled to an equal share of the weights (never past its ``max_memory``), decoder
+    layers never split; tied input and output embeddings stay on the first GPU.
+
+    Raises:
+        torch.OutOfMemoryError: the weights do not fit on the GPUs.
+    """
+    import torch
+
+    blocks = placed_blocks(model)
+    gpus = sorted(max_memory)
+    total = sum(b for _, b in blocks)
+    share = total / len(gpus)
+    tied = bool(getattr(model.config, "tie_word_embeddings", False))
+    out_name = next((n for n, _ in model.named_modules()
+                     if model.get_output_embeddings() is not None and
+                     model.get_submodule(n) is model.get_output_embeddings()), None)
+    used = dict.fromkeys(gpus, 0)
+    dmap: dict[str, int] = {}
+    k = 0
+    for name, size in blocks:
+        if tied and name == out_name:
+            dmap[name] = gpus[0]  # its weight is the input embedding's
+            continue
+        while k < len(gpus) - 1 and used[gpus[k]] > 0 and used[gpus[k]] + size > share:
+            k += 1
+        g = gpus[k]
+        if used[g] + size > max_memory[g]:
+            raise torch.OutOfMemoryError(
+                f"the weights ({total / 1e9:.3g} GB) do not fit on {len(gpus)} GPUs "
+                f"(max_memory {', '.join(f'{max_memory[i] / 1e9:.3g}' for i in gpus)} GB)")
+        used[g] += size
+        dmap[name] = g
+    return dmap
+
+
+def build_over(spec: ModelSpec, dtype: str, max_memory: dict[int, int], seed: int = 0,
+               device_of: Any = None) -> tuple[Any, dict[str, Any]]:
+    """Build the model over several GPUs (a multi-GPU cell): a device map within
+    ``max_memory`` per GPU, as ``device_map="auto"`` does, balanced over the GPUs.
+
+    Seeded random weights: the model is built on the meta device, placed block by block
+    (:func:`device_map_over`), each block allocated on its GPU and initialised there,
+    then dispatched (accelerate moves activations between GPUs). Local weights load with
+    ``device_map="auto"`` and ``max_memory``. Eager only: no compile.
+
+    Args:
+        max_memory: bytes per GPU index (``cuda:i``), see :func:`max_memory_per_gpu`.
+        device_of: the torch device of GPU index i (tests place on the CPU).
+
+    Returns:
+        (model, device_map)
+    """
+    import torch
+    from accelerate import dispatch_model
+    from transformers import AutoModelForCausalLM
+
+    where = device_of or (lambda i: f"cuda:{i}")
+    if spec.weights:
+        import os
+
+        os.environ["HF_HUB_OFFLINE"] = "1"  # a local path only: never a download
+        try:
+            model = AutoModelForCausalLM.from_pretrained(
+                spec.weights, dtype=torch_dtype(dtype), local_files_only=True,
+                device_map="auto", max_memory=dict(max_memory))
+        except (OSError, ValueError) as exc:
+            raise BenchError(f"cannot load weights from {spec.weights}: {exc}") from None
+        return model.eval(), dict(getattr(model, "hf_device_map", {}) or {})
+    with torch.device("meta"):
+        model = AutoModelForCausalLM.from_config(spec.hf_config(), dtype=torch_dtype(dtype))
+    dmap = device_map_over(model, max_memory)
+    for name, i in dmap.items():
+        (model.get_submodule(name) if name else model).to_empty(device=where(i))
+    for mod in model.modules():  # the meta build marked them; initialise for real
+        if hasattr(mod, "_is_hf_initialized"):
+            del mod._is_hf_initialized
+    torch.manual_seed(seed)
+    model.initialize_weights()
+    model.tie_weights()
+    model = dispatch_model(model.eval(), device_map={k: where(v) for k, v in dmap.items()})
+    return model, dmap
+
+
 def build(spec: ModelSpec, dtype: str, device: str, seed: int = 0):
     """Build the model with seeded random weights, in eval mode, directly on ``device``.
 

@@ -148,11 +148,8 @@ def _system_table(subs: list[Submission], scenario: str):
             continue
         doc = s.doc
         assert doc is not None  # find_submissions loads the document of every valid one
-        engines = {c.get("cell_id"): P.engine_of(doc, c) for c in doc.get("cells", [])
-                   if isinstance(c, dict)}
-        for r in rows_from_document(doc, str(s.path)):
-            r.update(vendor=s.vendor, system=s.system, slug=s.slug,
-                     engine=engines.get(r["cell_id"], "hf"))
+        for r in rows_from_document(doc, str(s.path)):  # the engine is a table column
+            r.update(vendor=s.vendor, system=s.system, slug=s.slug)
             rows.append(r)
     df = pd.DataFrame(rows)
     if not len(df):

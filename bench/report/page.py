@@ -113,14 +113,11 @@ def page(title: str, body: list[str], sub: str = "") -> str:
 # -- what a document says ---------------------------------------------------------------
 
 def engine_of(doc: dict, cell: dict | None = None) -> str:
-    """The engine of a cell (or the run): its own field, the config's, else hf."""
-    for src in (cell or {}, doc.get("config") or {}):
-        e = src.get("engine")
-        if isinstance(e, dict):
-            e = e.get("name")
-        if e:
-            return str(e)
-    return "hf"
+    """The engine of a cell (or the run): the table's ``engine`` column
+    (``bench.results.table.cell_engine``)."""
+    from bench.results.table import cell_engine
+
+    return cell_engine(doc, cell or {})
 
 
 def _gpu_line(d: dict) -> str:

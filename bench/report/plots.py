@@ -320,9 +320,13 @@ def plot_power_timeline(docs: list[dict], run_dirs: list[Path], out: Path) -> Pl
 
         t = pd.DataFrame(io.read_trace(load.safe_member(Path(rd), tr["file"])))
         # the largest batch, on the lowest-numbered GPU (drawn in that GPU's colour elsewhere)
-        c = max(gpu_cells, key=lambda x: (x["batch_size"], -int(x["device"][3:])))
+        # (a group of GPUs, gpu0+1: its first GPU's power)
+        def first(x: dict) -> int:
+            return int(str(x["device"])[3:].split("+")[0])
+
+        c = max(gpu_cells, key=lambda x: (x["batch_size"], -first(x)))
         r = c["repeats"][0]
-        idx = int(c["device"][3:])
+        idx = first(c)
         s = t[(t["device_index"] == idx) & (t["t_ns"] >= r["t0_ns"]) &
               (t["t_ns"] <= r["t1_ns"]) & (t["power_status"] == 0)]
         name = f"{c['device']} {c['device_name']} · {c['model']} · batch {c['batch_size']}"

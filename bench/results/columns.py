@@ -14,7 +14,9 @@ COLUMNS: tuple[tuple[str, str], ...] = (
     ("cell_id", "device/model/dtype/batch/input/output"),
     ("device", "gpu<N> or cpu"),
     ("device_name", "device model name (for imports: the GPU model)"),
-    ("num_devices", "devices the cell ran on"),
+    ("num_devices", "GPUs the cell ran on together (--gpus-per-cell; its energy is their "
+     "sum)"),
+    ("engine", "what generated the tokens: hf, vllm or endpoint"),
     ("model", "model name"),
     ("dtype", "weights and activations"),
     ("batch_size", "sequences per generate call (imports: max concurrent sequences)"),
@@ -27,6 +29,8 @@ COLUMNS: tuple[tuple[str, str], ...] = (
     ("total_tokens_per_j", "input + output tokens per joule"),
     ("j_per_output_token", "joules per output token"),
     ("output_tokens_per_s", "output tokens per second"),
+    ("output_tokens_per_s_per_gpu", "output tokens per second per GPU of the cell "
+     "(output_tokens_per_s / num_devices)"),
     ("mean_power_w", "mean power over the windows, W"),
     ("output_tokens_per_j_ci_low", "interval of the median (order statistics), low"),
     ("output_tokens_per_j_ci_high", "interval of the median (order statistics), high"),
@@ -52,15 +56,15 @@ COLUMNS: tuple[tuple[str, str], ...] = (
     ("git_commit", "harness commit (null for imports)"),
 )
 COLUMN_NAMES = tuple(c for c, _ in COLUMNS)
-TEXT_COLUMNS = ("source", "run_id", "cell_id", "device", "device_name", "model", "dtype",
-                "status", "scope", "energy_method", "harness_version", "git_commit")
+TEXT_COLUMNS = ("source", "run_id", "cell_id", "device", "device_name", "engine", "model",
+                "dtype", "status", "scope", "energy_method", "harness_version", "git_commit")
 NUMERIC_COLUMNS = tuple(c for c in COLUMN_NAMES if c not in (*TEXT_COLUMNS, "contended"))
 
 # Columns added after version 1, by the version that added them: a table file of an
 # older version is read with them null.
 ADDED = {"node_tokens_per_j": 2, "output_tokens_per_j_ci_low": 2,
          "output_tokens_per_j_ci_high": 2, "ci_level": 2, "throttled_windows": 3,
-         "power_limit_w": 3}
+         "power_limit_w": 3, "engine": 3, "output_tokens_per_s_per_gpu": 3}
 
 
 def missing_columns(names: object) -> list[str]:

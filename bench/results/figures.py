@@ -40,6 +40,49 @@ def weakest_method(methods: Iterable[str | None]) -> str | None:
     return None
 
 
+def window_per_device(readings: list[dict], scope: str) -> list[dict] | None:
+    """Each device's own energy in one window of a multi-GPU cell, or None for one device.
+
+    One entry per reading of ``scope`` (a GPU's NVML counter), in the readings' order:
+    ``device`` (``gpu1``), ``index``, ``energy_j`` and ``method``; the window's energy of
+    the scope is their sum (``bench validate`` checks both against the readings).
+    """
+    rds = [rd for rd in readings if rd.get("scope") == scope]
+    if scope != "gpu" or len(rds) < 2:
+        return None
+    return [{"device": rd.get("device"), "index": _index_of(rd.get("device")),
+             "energy_j": rd.get("energy_j"), "method": rd.get("method")} for rd in rds]
+
+
+def _index_of(label: object) -> int | None:
+    s = str(label)
+    return int(s[3:]) if s.startswith("gpu") and s[3:].isdigit() else None
+
+
+def per_device_figures(repeats: list[dict], scope: str, members: list) -> list[dict] | None:
+    """A multi-GPU cell's figures per GPU over its repeats, or None for one device.
+
+    Per GPU (``members``: the cell's devices, index order): its uuid and index, its
+    energy summed over the repeats' readings (None where a repeat lacks it), its mean
+    power over the repeats' duration and its weakest method.
+    """
+    if scope != "gpu" or len(members) < 2:
+        return None
+    dur = sum(r["duration_s"] for r in repeats)
+    out = []
+    for m in members:
+        label = f"gpu{m.index}"
+        es = [rd.get("energy_j") for r in repeats for rd in r.get("readings", [])
+              if rd.get("scope") == scope and rd.get("device") == label]
+        e = sum(es) if es and None not in es and len(es) == len(repeats) else None
+        out.append({"device": label, "index": m.index, "uuid": m.uuid, "energy_j": e,
+                    "mean_power_w": e / dur if e is not None and dur > 0 else None,
+                    "method": weakest_method(
+                        rd.get("method") for r in repeats for rd in r.get("readings", [])
+                        if rd.get("scope") == scope and rd.get("device") == label)})
+    return out
+
+
 def primary_scope(kind: str) -> str:
     """The scope a cell's figures are in: gpu for GPU cells, cpu for CPU cells."""
     return "gpu" if kind == "cuda" else "cpu"
@@ -63,8 +106,8 @@ def repeat_figures(rep: dict, scope: str) -> dict[str, float | None]:
     }
 
 
-def cell_figures(repeats: list[dict], scope: str,
-                 idle_power_w: float | None = None) -> tuple[dict, dict]:
+def cell_figures(repeats: list[dict], scope: str, idle_power_w: float | None = None,
+                 num_devices: int = 1) -> tuple[dict, dict]:
     """The cell's figures (median over repeats) and their spread.
 
     Returns:
@@ -76,6 +119,8 @@ def cell_figures(repeats: list[dict], scope: str,
         uncertainty gives min, max and the distribution-free interval of the median
         output tokens/J from order statistics (``kernels.stats.median_ci``) with its exact
         coverage ``ci_level`` (3 repeats: [min, max] at 75%; 6 are the fewest for 95%).
+        GPU scope: also ``output_tokens_per_s_per_gpu``, the output tokens/s over the
+        ``num_devices`` GPUs that ran the cell together.
     """
     per = [repeat_figures(r, scope) for r in repeats]
     figures: dict[str, Any] = {}
@@ -99,6 +144,9 @@ def cell_figures(repeats: list[dict], scope: str,
             vals.append(r["output_tokens"] / extra if extra > 0 else None)
         inc = stats.median(vals) if vals and None not in vals else None
     figures["incremental_output_tokens_per_j"] = inc
+    if scope == "gpu":
+        tps = figures["output_tokens_per_s"]
+        figures["output_tokens_per_s_per_gpu"] = tps / num_devices if tps is not None else None
     node = [_energy(r, "node") for r in repeats] if scope != "node" else []
     figures["node_output_tokens_per_j"] = stats.median(
         [r["output_tokens"] / e for r, e in zip(repeats, node, strict=True)]) \
@@ -232,6 +280,9 @@ class CellRaw:
         power_limit_set_w: the limit the cell asked for, W (a fraction's W).
         sm_clock_mhz: the SM clock NVML reported after the cell's windows (a throttled
             cell shows), or None.
+        load: endpoint mode: the client's load over the cell's span (first window's start
+            to last window's end), from its request records (``steady.window_load``), or
+            None. Its ``client_saturated`` is derived from the windows' own load blocks.
     """
 
     cell: Cell
@@ -250,6 +301,7 @@ class CellRaw:
     power_limit_w: float | None = None
     power_limit_set_w: float | None = None
     sm_clock_mhz: int | None = None
+    load: dict | None = None
 
 
 def flag_throttled(window: dict) -> dict:
@@ -274,6 +326,14 @@ def throttled_windows(windows: list[dict]) -> int | None:
     return sum(1 for f in known if f) if known else None
 
 
+def client_load(load: dict, repeats: list[dict]) -> dict:
+    """An endpoint cell's load block: the span's figures, and ``client_saturated`` when
+    the client may have held the server back in any window (its ``load.client``)."""
+    return {**load, "client_saturated": any(
+        bool(((r.get("load") or {}).get("client") or {}).get("client_saturated"))
+        for r in repeats)}
+
+
 def cell_record(raw: CellRaw) -> dict:
     """The journal/result record of one cell, every figure derived here."""
     from bench import roofline
@@ -294,8 +354,9 @@ def cell_record(raw: CellRaw) -> dict:
     if raw_repeats:
         rec["energy_method"] = weakest_method(
             r["energy"].get(scope, {}).get("method") for r in raw_repeats)
-        rec["figures"], rec["uncertainty"] = cell_figures(raw_repeats, scope,
-                                                          raw.idle_power_w)
+        rec["figures"], rec["uncertainty"] = cell_figures(
+            raw_repeats, scope, raw.idle_power_w,
+            len(cell.device.members) if cell.device.kind == "cuda" else 1)
     windows = raw_repeats + ([prefill] if prefill is not None else [])
     if any("thermal" in w for w in windows):
         rec["throttled_windows"] = throttled_windows(windows)
@@ -310,6 +371,15 @@ def cell_record(raw: CellRaw) -> dict:
                 _at_limit(cell.device, raw.power_limit_w), raw.model_spec, cell.dtype,
                 cell.batch_size, cell.input_len, cell.output_len,
                 rec["figures"]["output_tokens_per_j"] if rec["figures"] else None)
+    if cell.device.kind == "cuda":
+        # the GPUs the cell ran on: one, or a group (--gpus-per-cell) whose energy is summed
+        members = cell.device.members
+        rec["num_devices"] = len(members)
+        rec["device_uuids"] = [m.uuid for m in members]
+        if rec["figures"] is not None:
+            per = per_device_figures(raw_repeats, scope, members)
+            if per is not None:
+                rec["figures"]["per_device"] = per
     if raw.contended is not None:
         rec["contended"] = raw.contended
         rec["other_pids"] = list(raw.other_pids or [])
@@ -323,6 +393,8 @@ def cell_record(raw: CellRaw) -> dict:
         if cell.power_limit_frac is not None:
             rec["power_limit_frac"] = cell.power_limit_frac
         rec["sm_clock_mhz"] = raw.sm_clock_mhz
+    if raw.load is not None:
+        rec["load"] = client_load(raw.load, raw.repeats)
     return rec
 
 

@@ -58,9 +58,12 @@ def rows_from_mlenergy(path: Path | str) -> list[dict]:
         rows.append(_row(
             table_schema_version=TABLE_SCHEMA_VERSION, source=SOURCE, run_id=path.name,
             cell_id=f"{gpu}x{gpus}/{model}/{dtype}/b{batch}/{doc.get('task', '')}",
-            device=f"{gpu}x{gpus}", device_name=gpu, num_devices=gpus, model=model,
+            device=f"{gpu}x{gpus}", device_name=gpu, num_devices=gpus, engine="vllm",
+            model=model,
             dtype=dtype, batch_size=batch, status="ok", scope="gpu",
             energy_method="counter",
             output_tokens_per_j=1.0 / j_tok if j_tok > 0 else None,
-            j_per_output_token=j_tok, output_tokens_per_s=tput, mean_power_w=power))
+            j_per_output_token=j_tok, output_tokens_per_s=tput,
+            output_tokens_per_s_per_gpu=tput / gpus if tput is not None and gpus else None,
+            mean_power_w=power))
     return rows

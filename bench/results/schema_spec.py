@@ -36,7 +36,9 @@ REPEAT = {"t0_ns": (INT,), "t1_ns": (INT,), "duration_s": (NUM,), "generate_call
 CELL_OPTIONAL = {"throttled_windows": (INT, NULL), "warmup": (OBJ,),
                  # issue 15: the power-limit axis
                  "power_limit_w": (NUM, NULL), "power_limit_set_w": (NUM, NULL),
-                 "power_limit_frac": (NUM, NULL), "sm_clock_mhz": (INT, NULL)}
+                 "power_limit_frac": (NUM, NULL), "sm_clock_mhz": (INT, NULL),
+                 # issues 11 and 18: multi-GPU cells
+                 "num_devices": (INT,), "device_uuids": (ARR,)}
 REPEAT_OPTIONAL = {"thermal": (OBJ, NULL), "throttled": (BOOL, NULL)}
 ENERGY = {"energy_j": (NUM, NULL), "method": (STR, NULL), "reason": (STR, NULL)}
 # tuple[str, ...]: the integer fields added below allow one JSON type, not two
@@ -44,6 +46,9 @@ FIGURES: dict[str, tuple[str, ...]] = {
     k: (NUM, NULL) for k in ("output_tokens_per_j", "total_tokens_per_j", "j_per_output_token",
                              "output_tokens_per_s", "mean_power_w", "energy_j", "duration_s")}
 FIGURES.update({"output_tokens": (INT,), "input_tokens": (INT,)})
+# Optional fields (absent in documents before them): a cell's GPUs (one, or a group that
+# ran it together: --gpus-per-cell) and, in a group's windows, each GPU's own energy.
+ENERGY_OPTIONAL = {"per_device": (ARR,)}
 PROVENANCE = {"harness": (OBJ,), "host": (OBJ,), "libraries": (OBJ,)}
 HARNESS = {"name": (STR,), "version": (STR,), "commit": (STR, NULL), "source_sha256": (STR,)}
 ENUMS = {("top", "status"): STATUSES, ("cell", "status"): CELL_STATUSES,
@@ -58,9 +63,15 @@ def _obj(fields: dict, extra: dict | None = None, optional: dict | None = None) 
     return {"type": "object", "required": sorted(fields), "properties": props}
 
 
+def _optional(fields: dict) -> dict:
+    """Properties that are not required (their types only)."""
+    return {k: {"type": list(v) if len(v) > 1 else v[0]} for k, v in fields.items()}
+
+
 def json_schema() -> dict:
     """The JSON Schema (draft 2020-12) of result.json, made from the tables above."""
-    energy = _obj(ENERGY, {"method": {"enum": [*METHODS, None]}})
+    energy = _obj(ENERGY, {"method": {"enum": [*METHODS, None]},
+                           **_optional(ENERGY_OPTIONAL)})
     repeat = _obj(REPEAT, {"energy": {"additionalProperties": energy},
                            "t0_ns": {"minimum": 0}, "duration_s": {"minimum": 0}},
                   REPEAT_OPTIONAL)
@@ -70,7 +81,8 @@ def json_schema() -> dict:
                        "batch_size": {"minimum": 1}, "input_len": {"minimum": 1},
                        "output_len": {"minimum": 1},
                        "repeats": {"items": repeat},
-                       "figures": _obj(FIGURES) | {"type": ["object", "null"]}},
+                       "figures": _obj(FIGURES) | {"type": ["object", "null"]},
+                       "num_devices": {"type": INT, "minimum": 1}},
                 CELL_OPTIONAL)
     prov = _obj(PROVENANCE, {"harness": _obj(HARNESS)})
     top = _obj(TOP, {"schema": {"const": "joulebench/result"},

@@ -40,6 +40,18 @@ def _row(**values) -> dict:
     return {c: values.get(c) for c in COLUMN_NAMES}
 
 
+def cell_engine(doc: dict, cell: dict) -> str:
+    """The engine of a cell: its record's ``engine.name``, else the run's configured
+    engine, else hf (documents from before the engine axis)."""
+    for src in (cell, _obj(doc.get("config"))):
+        e = src.get("engine")
+        if isinstance(e, dict):
+            e = e.get("name")
+        if isinstance(e, str) and e:
+            return e
+    return "hf"
+
+
 def rows_from_document(doc: dict, origin: str = "") -> list[dict]:
     """Table rows of one result document.
 
@@ -70,7 +82,8 @@ def rows_from_document(doc: dict, origin: str = "") -> list[dict]:
         rows.append(_row(
             table_schema_version=TABLE_SCHEMA_VERSION, source="joulebench",
             run_id=doc.get("run_id"), cell_id=c.get("cell_id"), device=c.get("device"),
-            device_name=c.get("device_name"), num_devices=1, model=c.get("model"),
+            device_name=c.get("device_name"), num_devices=c.get("num_devices", 1),
+            engine=cell_engine(doc, c), model=c.get("model"),
             dtype=c.get("dtype"), batch_size=c.get("batch_size"),
             input_len=c.get("input_len"), output_len=c.get("output_len"),
             status=c.get("status"), scope=c.get("scope"),
@@ -79,6 +92,7 @@ def rows_from_document(doc: dict, origin: str = "") -> list[dict]:
             total_tokens_per_j=f.get("total_tokens_per_j"),
             j_per_output_token=f.get("j_per_output_token"),
             output_tokens_per_s=f.get("output_tokens_per_s"),
+            output_tokens_per_s_per_gpu=f.get("output_tokens_per_s_per_gpu"),
             mean_power_w=f.get("mean_power_w"),
             output_tokens_per_j_ci_low=ci[0], output_tokens_per_j_ci_high=ci[1],
             ci_level=u.get("ci_level"),

@@ -20,7 +20,7 @@ from bench.results import figures as F
 from bench.results import io, load, manifest, schema
 from bench.results import schema_spec as S
 from bench.results.load import Invalid, load_document
-from bench.sweep import DEVICE_DEFAULTS, Cell, SweepConfig, plan
+from bench.sweep import DEVICE_DEFAULTS, Cell, SweepConfig, device_groups, plan
 
 REL_TOL = 1e-3  # 0.1%: every recomputed figure must agree this well
 MIN_LOAD_POWER_FRACTION = 0.1  # no accelerator under load draws under 10% of its TDP
@@ -164,11 +164,16 @@ def _power_samples(doc: dict, run_dir: Path) -> dict[str, tuple]:
 
 
 def _device_of(doc: dict, label: str) -> Device | None:
-    for d in doc["devices"]:
-        if isinstance(d, dict) and d.get("kind") in ("cuda", "cpu"):
-            dev = Device.from_dict(d)
-            if dev.label == label:
-                return dev
+    """The device a cell ran on: one of the document's, or a group of its GPUs (the
+    configuration's ``gpus_per_cell``)."""
+    devs = [Device.from_dict(d) for d in doc["devices"]
+            if isinstance(d, dict) and d.get("kind") in ("cuda", "cpu")]
+    n = doc["config"].get("gpus_per_cell", 1) if isinstance(doc.get("config"), dict) else 1
+    if isinstance(n, int) and not isinstance(n, bool) and n > 1:
+        devs = device_groups(SweepConfig(gpus_per_cell=n), devs)[0]
+    for dev in devs:
+        if dev.label == label:
+            return dev
     return None
 
 
@@ -210,15 +215,20 @@ def rule_figures(doc: dict, run_dir: Path) -> list[str]:
         cell = Cell(dev, c["model"], c["dtype"], c["batch_size"], c["input_len"],
                     c["output_len"], _engine_name(c), *_power_limit(c))
         spec = models.get(c["model"]) if c["model"] in builtin else None
+        load = c.get("load") if isinstance(c.get("load"), dict) else None
         raw = F.CellRaw(cell, c["status"], c.get("error"), c["repeats"], prefill, idle_w,
                         power.get(c["device"]), spec, power_limit_w=c.get("power_limit_w"),
                         power_limit_set_w=c.get("power_limit_set_w"),
-                        sm_clock_mhz=c.get("sm_clock_mhz"))
+                        sm_clock_mhz=c.get("sm_clock_mhz"), load=load)
         try:
             again = F.cell_record(raw)
         except (KeyError, TypeError, ValueError, ZeroDivisionError) as exc:
             errors.append(f"{cid}: repeats cannot be recomputed ({exc})")
             continue
+        if "num_devices" not in c and again.get("num_devices", 1) == 1 and again["figures"] \
+                and "output_tokens_per_s_per_gpu" not in (c["figures"] or {}):
+            # a one-GPU cell of a document from before multi-GPU cells: no per-GPU figure
+            again["figures"].pop("output_tokens_per_s_per_gpu", None)
         for k in ("energy_method", "figures", "uncertainty"):
             _diff(c.get(k), again[k], f"{cid}: {k}", errors)
         # each window's throttled flag follows from its recorded clock event reasons
@@ -227,6 +237,16 @@ def rule_figures(doc: dict, run_dir: Path) -> list[str]:
               errors)
         _diff(c.get("throttled_windows"), again.get("throttled_windows"),
               f"{cid}: throttled_windows", errors)
+        if load is not None:  # endpoint mode: the client's load over the cell's span
+            _diff(load.get("client_saturated"), again["load"]["client_saturated"],
+                  f"{cid}: load.client_saturated", errors)
+            inside = sum((r.get("load") or {}).get("output_tokens", 0) for r in c["repeats"])
+            if not load.get("output_tokens", 0) >= inside - len(c["repeats"]):
+                errors.append(f"{cid}: load.output_tokens {load.get('output_tokens')} is "
+                              f"under its windows' {inside}")
+        for k in ("num_devices", "device_uuids"):  # absent in documents before them
+            if k in c or again.get("num_devices", 1) > 1:
+                _diff(c.get(k), again.get(k), f"{cid}: {k}", errors)
         if c["status"] == "ok":
             want_ph = dict(again["phases"])
             if c["device"] not in power:  # no trace to redo the timeline from
@@ -293,6 +313,10 @@ def rule_energy(doc: dict) -> list[str]:
                 if not _close(e.get("energy_j"), want):
                     errors.append(f"{w}: {scope} energy {e.get('energy_j')} J is not the sum "
                                   f"of its readings ({want} J)")
+                per = F.window_per_device(rds, scope)
+                if per is not None or "per_device" in e:  # a multi-GPU cell's own GPUs
+                    _diff(e.get("per_device"), per, f"{w}: energy.{scope}.per_device",
+                          errors)
             scopes = {rd.get("scope") for rd in rds}
             for scope in scopes - set(r.get("energy") or {}):
                 errors.append(f"{w}: readings of scope {scope} but no energy.{scope}")
@@ -501,7 +525,7 @@ def _device_kind(doc: dict, label: str) -> tuple[str, dict]:
         if not isinstance(d, dict):
             continue
         dl = f"gpu{d.get('index')}" if d.get("kind") == "cuda" else "cpu"
-        if dl == label:
+        if dl == label.split("+")[0]:  # a group of GPUs: its first
             return d.get("kind", "cpu"), d
     return ("cuda" if label.startswith("gpu") else "cpu"), {}
 
@@ -537,6 +561,10 @@ def rule_physics(doc: dict) -> list[str]:
         kind, dev = _device_kind(doc, c["device"])
         spec = specs.lookup(c.get("device_name") or dev.get("name"))
         tdp = spec.tdp_w if spec else dev.get("power_limit_w")
+        nd = c.get("num_devices", 1)
+        nd = nd if isinstance(nd, int) and not isinstance(nd, bool) and nd >= 1 else 1
+        if tdp:
+            tdp *= nd  # a group of GPUs draws up to N times one GPU's TDP
         floor_s = min_window if isinstance(min_window, (int, float)) else DEVICE_DEFAULTS[
             "cuda" if kind == "cuda" else "cpu"].min_window_s
         last_t1 = None
@@ -577,13 +605,13 @@ def rule_physics(doc: dict) -> list[str]:
             # a token of a mixture-of-experts model touches only its active parameters
             n_params = arithmetic.of(models.get(c["model"]), c["dtype"]).n_active
         if n_params and spec:
-            tps_max = spec.bf16_flops / (2 * n_params)  # each token needs >= 2N FLOPs
+            tps_max = spec.bf16_flops * nd / (2 * n_params)  # each token needs >= 2N FLOPs
             tps = f.get("output_tokens_per_s")
             if tps is not None and tps > tps_max:
                 errors.append(f"{c['cell_id']}: {tps:.4g} tokens/s is over the FLOP roofline "
                               f"{tps_max:.4g}")
             tpj = f.get("output_tokens_per_j")
-            tpj_max = tps_max / (MIN_LOAD_POWER_FRACTION * spec.tdp_w)
+            tpj_max = tps_max / (MIN_LOAD_POWER_FRACTION * spec.tdp_w * nd)
             if tpj is not None and tpj > tpj_max:
                 errors.append(f"{c['cell_id']}: {tpj:.4g} tokens/J is over the ceiling "
                               f"{tpj_max:.4g}")
