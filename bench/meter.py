@@ -17,6 +17,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+import numpy as np
+
 from bench.errors import SensorError
 
 LOOKBACK_NS = 2_000_000_000  # samples this long before a window serve its edges
@@ -214,6 +216,14 @@ class Meter:
                                       "period_s": s.period_s}))
         return out
 
+    def _refreshed_after(self, t1: int) -> bool:
+        """Whether every sampled counter shows a refresh between two reads after ``t1``."""
+        for tr in self.sampler.traces(since_ns=t1):
+            _, e = tr.after(t1).energy_valid()
+            if e.size and not bool(np.any(np.diff(e) != 0)):
+                return False
+        return True
+
     def _from_traces(self, readings: list[EnergyReading], t0: int, t1: int,
                      busy: Callable[[], object] | None = None) -> list[EnergyReading]:
         from bench.sampler import sampled_energy
@@ -226,6 +236,17 @@ class Meter:
             while self.sampler.running and time.monotonic() < end and \
                     not self.sampler.wait_past(target, timeout_s=0.001):
                 busy()
+            # The edge's interval needs a counter refresh provably after t1: a read after
+            # t1 still showing the old value, then one showing the new. A sampler stalled
+            # across t1 (a loaded host) can push that past the settle time: the work goes
+            # on, up to 1 s more, until every counter shows one.
+            more = time.monotonic() + 1.0
+            while self.sampler.running and time.monotonic() < more and \
+                    not self._refreshed_after(t1):
+                target += 20_000_000
+                while self.sampler.running and time.monotonic() < more and \
+                        not self.sampler.wait_past(target, timeout_s=0.001):
+                    busy()
         # The samples from LOOKBACK_NS before the window to the settle time after it, and
         # no others: the kernels fit the counter's refresh grid to what they are given,
         # and a validator recomputes from the same samples (their range is recorded).

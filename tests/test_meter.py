@@ -73,3 +73,37 @@ def test_exception_in_block_propagates_without_result():
     with pytest.raises(ValueError), m.window("w") as w:
         raise ValueError("workload failed")
     assert w.result is None
+
+
+def test_lead_out_waits_for_a_refresh_provably_after_t1():
+    # The edge's interval needs a read after t1 that still shows the old counter value,
+    # then one that shows the new: a sampler stalled across t1 sees the refresh only in
+    # its first read after t1, which proves nothing (the refresh may be before t1).
+    import numpy as np
+
+    from bench.sampler import Trace
+
+    def trace(t_ms, e_j):
+        n = len(t_ms)
+        return Trace(0, np.array(t_ms, np.int64) * 1_000_000, np.array(e_j, float),
+                     np.zeros(n), np.zeros(n, np.int64), np.zeros(n, np.int64),
+                     np.zeros(n, np.int64))
+
+    class Samples:
+        def __init__(self, tr):
+            self.tr = tr
+
+        def traces(self, since_ns=0):
+            return [self.tr]
+
+    t1 = 1000 * 1_000_000
+    # stalled from 990 to 1050 ms: the read at 1050 shows the 1000 ms refresh (10 -> 20)
+    stalled = Meter([], sampler=Samples(trace([990, 1050, 1051, 1052], [10, 20, 20, 20])))
+    assert not stalled._refreshed_after(t1)
+    # the next refresh at 1100 ms, read at 1101 after 1052 still showed 20: proven after t1
+    later = Meter([], sampler=Samples(trace([990, 1050, 1052, 1101], [10, 20, 20, 30])))
+    assert later._refreshed_after(t1)
+    # a GPU without a counter (every read failed) does not hold the lead-out
+    no_counter = trace([990, 1050], [0, 0])
+    no_counter.energy_status[:] = 3
+    assert Meter([], sampler=Samples(no_counter))._refreshed_after(t1)
