@@ -83,6 +83,8 @@ class SweepConfig:
         bmc_ca_file: a CA bundle to verify the BMC with.
         bmc_credentials: a file with the BMC's username and password (never the secret
             itself; see ``bench.devices.bmc.credentials``).
+        spread: on a Ray cluster (``bench run --cluster ... --spread``), each cell once per
+            GPU model (device name), spread over that model's GPUs, not once per GPU.
     """
 
     models: tuple[str, ...] = ("tiny-llama",)
@@ -107,6 +109,7 @@ class SweepConfig:
     bmc_insecure: bool = False
     bmc_ca_file: str | None = None
     bmc_credentials: str | None = None
+    spread: bool = False
 
     def __post_init__(self) -> None:
         _check_types(self)
@@ -204,7 +207,7 @@ _TYPES: dict[str, tuple[type, ...]] = {
     "serve_cmd": (str, type(None)), "request_timeout_s": (int, float),
     "gpu_memory_utilization": (int, float, type(None)), "node_power": (str, type(None)),
     "bmc_insecure": (bool,), "bmc_ca_file": (str, type(None)),
-    "bmc_credentials": (str, type(None)),
+    "bmc_credentials": (str, type(None)), "spread": (bool,),
 }
 
 
@@ -283,7 +286,18 @@ def plan(config: SweepConfig, devices: list[Device]) -> list[Cell]:
     ``config`` must be resolved for the devices' kind (its dtype set); an unresolved one
     is resolved per device here. An endpoint run has one cell per shape, on the first
     device: the server spans every selected GPU, and the cell's energy is their sum.
+    With ``config.spread``, each cell once per device name (GPU model), dealt in turn to
+    that model's devices (a cluster run may move it to another of them).
     """
+    if config.spread:
+        by_name: dict[str, list[Device]] = {}
+        for dev in devices:
+            by_name.setdefault(dev.name, []).append(dev)
+        spread = []
+        for same in by_name.values():
+            mine = plan(replace(config, spread=False), same[:1])
+            spread += [c.with_device(same[n % len(same)]) for n, c in enumerate(mine)]
+        return spread
     cells = []
     for dev in devices[:1] if config.engine == "endpoint" else devices:
         dtype = config.dtype or DEVICE_DEFAULTS[dev.kind].dtype

@@ -10,7 +10,7 @@ ARR = "array"
 NULL = "null"
 
 STATUSES = ("complete", "interrupted", "failed")
-CELL_STATUSES = ("ok", "oom", "skipped", "error")
+CELL_STATUSES = ("ok", "oom", "skipped", "error", "lost")
 SCOPES = ("gpu", "cpu", "dram", "node", "system")
 METHODS = ("counter", "power_integration", "estimate")
 
@@ -26,6 +26,8 @@ CELL = {"cell_id": (STR,), "device": (STR,), "model": (STR,), "dtype": (STR,),
 REPEAT = {"t0_ns": (INT,), "t1_ns": (INT,), "duration_s": (NUM,), "generate_calls": (INT,),
           "output_tokens": (INT,), "input_tokens": (INT,), "energy": (OBJ,),
           "readings": (ARR,)}
+# Optional cell fields (absent in older documents and in runs on one node).
+CELL_OPTIONAL = {"node": (OBJ,)}
 ENERGY = {"energy_j": (NUM, NULL), "method": (STR, NULL), "reason": (STR, NULL)}
 # tuple[str, ...]: the integer fields added below allow one JSON type, not two
 FIGURES: dict[str, tuple[str, ...]] = {
@@ -56,7 +58,8 @@ def json_schema() -> dict:
                        "batch_size": {"minimum": 1}, "input_len": {"minimum": 1},
                        "output_len": {"minimum": 1},
                        "repeats": {"items": repeat},
-                       "figures": _obj(FIGURES) | {"type": ["object", "null"]}})
+                       "figures": _obj(FIGURES) | {"type": ["object", "null"]},
+                       **{k: {"type": v[0]} for k, v in CELL_OPTIONAL.items()}})
     prov = _obj(PROVENANCE, {"harness": _obj(HARNESS)})
     top = _obj(TOP, {"schema": {"const": "joulebench/result"},
                      "schema_version": {"const": 3},
