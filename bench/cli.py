@@ -459,6 +459,12 @@ def cmd_run(args: argparse.Namespace) -> int:
         from bench.engines.vllm import check_available
 
         check_available()
+    if args.resume and not args.cluster:
+        from bench.rundir import open_journal
+
+        if any(d.info.get("node") for d in open_journal(args.resume).devices):
+            raise BenchError(f"{args.resume} ran on a Ray cluster: resume it with --cluster "
+                             "ADDRESS")
     if args.resume:
         mode = endpoint if _journal_engine(args.resume) == "endpoint" else runner
     else:

@@ -20,6 +20,7 @@ import pytest
 from bench.cli import main
 from bench.results import validate as V
 from bench.results.schema_spec import CELL_STATUSES
+from bench.results.table import rows_from_document
 
 ray = pytest.importorskip("ray", reason="Ray is the cluster extra: pip install -e '.[test]'")
 from ray.cluster_utils import Cluster  # noqa: E402
@@ -148,6 +149,9 @@ def test_cluster_run_gives_a_local_runs_cells_each_with_its_node(nodes, tmp_path
     assert sorted(n["node_id"] for n in prov) == sorted(node_of.values())
     assert all({"harness", "host", "libraries"} <= set(n["provenance"]) for n in prov)
     assert all(r.ok for r in V.validate(out)), [r for r in V.validate(out) if not r.ok]
+    rows = rows_from_document(doc)  # the table's node columns
+    assert {(r["cell_id"], r["node_hostname"], r["ray_node_id"]) for r in rows} == {
+        (c["cell_id"], c["node"]["hostname"], c["node"]["node_id"]) for c in cells}
 
     # the same sweep on one node, locally (one stand-in GPU): the same shape but `node`
     fake_nvml(NODES["a"])
@@ -166,6 +170,7 @@ def test_cluster_run_gives_a_local_runs_cells_each_with_its_node(nodes, tmp_path
         assert set(cc) - {"node"} == set(lc)
         assert set(cc["figures"]) == set(lc["figures"])
     assert set(doc["devices"][0]) - {"node", "nvml_index"} == set(ldoc["devices"][0])
+    assert all(r["node_hostname"] is None for r in rows_from_document(ldoc))
 
 
 def test_a_node_lost_mid_sweep_records_its_cells_lost_and_resume_measures_them(
@@ -193,6 +198,8 @@ def test_a_node_lost_mid_sweep_records_its_cells_lost_and_resume_measures_them(
         assert "died mid-sweep" in c["error"] and c["figures"] is None
     assert "lost" in CELL_STATUSES
     assert all(r.ok for r in V.validate(out)), [r for r in V.validate(out) if not r.ok]
+    assert main(["run", "--resume", str(out), "--quiet"]) == 2  # needs --cluster
+    assert "--cluster" in capsys.readouterr().err
     kept = {c["cell_id"]: (c["pid"], c["repeats"][0]["t0_ns"]) for c in doc["cells"]
             if c["status"] == "ok"}
 
@@ -233,6 +240,21 @@ def test_spread_retries_a_lost_nodes_cells_on_another_gpu_of_the_model(nodes, tm
     # the rest of its share was measured on node a's GPU
     assert len(on_b) >= 1 and len(on_a) >= 3 and len(on_a) + len(on_b) == 4
     assert all(r.ok for r in V.validate(out)), [r for r in V.validate(out) if not r.ok]
+
+
+def test_a_gpu_locked_on_its_node_refuses_the_run_before_anything_is_written(
+        nodes, tmp_path, monkeypatch, capsys):
+    from bench.devices import Device
+    from bench.runner import GpuLock
+
+    monkeypatch.setenv("JOULEBENCH_LOCK_DIR", str(nodes.locks))  # the nodes' lock folder
+    uuid = NODES["a"].split("uuid=")[1].split(",")[0]
+    out = tmp_path / "refused"
+    with GpuLock([Device("cuda", 0, "Fake H100", uuid)]):  # another bench run holds it
+        rc = main(["run", "--cluster", "auto", "--out", str(out), "--batch", "1", *FAST])
+    err = capsys.readouterr().err
+    assert rc == 2 and "being measured by another bench run" in err
+    assert err.count("\n") == 1 and not out.exists()
 
 
 def test_probe_on_the_cluster_probes_every_nodes_gpu(nodes, capsys):

@@ -92,6 +92,8 @@ def rows_from_document(doc: dict, origin: str = "") -> list[dict]:
             decode_j_per_output_token=sub.get("decode_j_per_output_token"),
             roofline_fraction=_obj(c.get("roofline")).get("fraction"),
             contended=c.get("contended"),
+            node_hostname=_obj(c.get("node")).get("hostname"),
+            ray_node_id=_obj(c.get("node")).get("node_id"),
             harness_version=harness.get("version"), git_commit=harness.get("commit")))
         bad = [k for k, v in rows[-1].items()
                if v is not None and not isinstance(v, (bool, int, float, str))]
