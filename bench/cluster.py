@@ -80,8 +80,9 @@ def connected(address: str) -> Iterator[Any]:
     if address == "local":
         from bench import devices as D
 
+        # a new instance even where RAY_ADDRESS names a cluster; its GPUs are NVML's
         kw.update(num_gpus=len(D.discover().gpus), include_dashboard=False)
-        target = None
+        target = "local"
     elif address == "auto":
         target = os.environ.get("RAY_ADDRESS") or "auto"
     else:
