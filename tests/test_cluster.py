@@ -345,3 +345,46 @@ def test_bad_cluster_flags_are_one_line_and_exit_2(argv, fragment, capsys):
     assert main(argv) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and fragment in err
+
+
+def test_spread_plans_each_cell_once_per_gpu_model_dealt_in_turn():
+    from bench.devices import Device
+    from bench.sweep import SweepConfig, plan
+
+    a, b = Device("cuda", 0, "H100", "U-a"), Device("cuda", 1, "H100", "U-b")
+    c = Device("cuda", 2, "L4", "U-c")
+    cfg = SweepConfig(batch_sizes=(4, 1, 2), dtype="bf16", spread=True)
+    got = [x.cell_id for x in plan(cfg, [a, c, b])]
+    # H100: batches ascending, dealt gpu0, gpu1, gpu0; L4: its one GPU takes all three
+    assert got == ["gpu0/tiny-llama/bf16/b1/i32/o32", "gpu1/tiny-llama/bf16/b2/i32/o32",
+                   "gpu0/tiny-llama/bf16/b4/i32/o32", "gpu2/tiny-llama/bf16/b1/i32/o32",
+                   "gpu2/tiny-llama/bf16/b2/i32/o32", "gpu2/tiny-llama/bf16/b4/i32/o32"]
+    assert len(plan(SweepConfig(batch_sizes=(4, 1, 2), dtype="bf16"), [a, c, b])) == 9
+
+
+def test_a_lost_cell_is_pending_and_its_measurement_replaces_it(tmp_path):
+    from bench import runner
+    from bench.devices import Device
+    from bench.rundir import open_journal
+    from bench.sweep import SweepConfig
+
+    a, b = Device("cuda", 0, "H100", "U-a"), Device("cuda", 1, "H100", "U-b")
+    cfg = SweepConfig(batch_sizes=(1, 2), dtype="bf16", min_window_s=1.0, warmup=1,
+                      spread=True)
+    run = runner.start_run(cfg, [a, b], tmp_path / "r")
+
+    def cell(dev: str, name: str, b: int, status: str) -> dict:
+        return {"type": "cell", "cell_id": f"{dev}/tiny-llama/bf16/b{b}/i32/o32",
+                "device": dev, "device_name": name, "batch_size": b, "status": status}
+
+    run.add(cell("gpu0", "H100", 1, "ok"))
+    run.add(cell("gpu1", "H100", 2, "lost"))
+    assert [c.cell_id for c in runner.pending(run)] == ["gpu1/tiny-llama/bf16/b2/i32/o32"]
+    # measured again on the other GPU of the model (spread): it replaces the lost record
+    run.add(cell("gpu0", "H100", 2, "ok"))
+    assert [c["cell_id"] for c in run.cells] == ["gpu0/tiny-llama/bf16/b1/i32/o32",
+                                                "gpu0/tiny-llama/bf16/b2/i32/o32"]
+    assert runner.pending(run) == []
+    again = open_journal(run.run_dir)  # the journal holds all three lines; the same view
+    assert [c["cell_id"] for c in again.cells] == [c["cell_id"] for c in run.cells]
+    assert runner.pending(again) == []
