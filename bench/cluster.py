@@ -36,6 +36,7 @@ from bench.errors import BenchError
 
 INSTALL = "pip install 'joulebench[cluster]'"
 POLL_S = 1.0
+START_S = 300.0  # longest wait for every GPU's actor to start on its node
 
 
 def require_ray() -> Any:
@@ -232,7 +233,13 @@ class Fleet:
                     scheduling_strategy=strategy).remote()))
         if not actors:
             raise BenchError("the Ray cluster has no GPU (no node declares GPU resources)")
-        infos = ray.get([a.node.remote() for _, a in actors])
+        try:
+            infos = ray.get([a.node.remote() for _, a in actors], timeout=START_S)
+        except ray.exceptions.GetTimeoutError:
+            for _, a in actors:
+                ray.kill(a)
+            raise BenchError(f"Ray started no actor on some GPU within {START_S:.0f} s (are "
+                             "its GPUs held by another Ray job?)") from None
         by_node: dict[str, list[tuple[Any, dict]]] = {}
         for (_, a), info in zip(actors, infos, strict=True):
             by_node.setdefault(info["node_id"], []).append((a, info))
@@ -375,6 +382,7 @@ def resume(run_dir: Path | str, address: str,
         BenchError: as :func:`run`; a GPU of the run is on no node of the cluster.
     """
     from bench import runner
+    from bench.results import io
     from bench.rundir import open_journal
 
     check_address(address)
@@ -399,7 +407,10 @@ def resume(run_dir: Path | str, address: str,
                                    g.actor))
             fleet.lock(chosen)
             now = {n["node_id"] for n in run_.nodes}
-            run_.nodes += [n for n in fleet.nodes_of(chosen) if n["node_id"] not in now]
+            for n in fleet.nodes_of(chosen):
+                if n["node_id"] not in now:  # journaled, so a later resume keeps it
+                    run_.nodes.append(n)
+                    io.append_journal(run_.journal, {"type": "node", **n})
             return _measure(fleet, run_, chosen, on_start, on_event)
         finally:
             fleet.close()

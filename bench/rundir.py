@@ -180,6 +180,9 @@ def open_journal(run_dir: Path | str) -> Run:
         raise BenchError(f"{run_dir}: the journal's header is damaged ({exc})") from None
     for rec in records[1:]:
         kind = rec.get("type")
+        if kind == "node":  # a node a resumed cluster run added (bench.cluster)
+            run.nodes.append({k: v for k, v in rec.items() if k != "type"})
+            continue
         target = {"cell": run.cells, "idle": run.idle, "source": run.sources}.get(str(kind))
         if target is not None:
             if kind == "cell":

@@ -270,6 +270,10 @@ def test_a_node_lost_mid_sweep_records_its_cells_lost_and_resume_measures_them(
     ids = [c["cell_id"] for c in doc["cells"]]
     assert len(ids) == len(set(ids)) == 6
     assert all(c["status"] == "ok" for c in doc["cells"])
+    # node b came back as a new Ray node: the document lists it too (journaled by the
+    # killed driver's session, kept by the last one)
+    prov = {n["node_id"] for n in doc["provenance"]["nodes"]}
+    assert len(prov) == 3 and {c["node"]["node_id"] for c in doc["cells"]} <= prov
     for cid, (pid, t0) in kept.items():  # finished cells were not measured again
         (c,) = [c for c in doc["cells"] if c["cell_id"] == cid]
         assert (c["pid"], c["repeats"][0]["t0_ns"]) == (pid, t0)
