@@ -155,6 +155,13 @@ class GpuSession:
             return str(exc)
         return None
 
+    def release(self) -> None:
+        """Give the GPU's lock back (before the driver kills the actor: a run started
+        right after finds it free)."""
+        if self._lock is not None:
+            self._lock.__exit__()
+            self._lock = None
+
     def start(self, device: dict, todo: list, config: Any, parallel_gpus: int) -> None:
         """Measure ``todo`` on this GPU in a thread; :meth:`poll` returns the records."""
         from bench.devices import nvml
@@ -325,6 +332,9 @@ class Fleet:
                 raise BenchError(f"node {g.device.info['node']['hostname']}: {why}")
 
     def close(self) -> None:
+        """Release every GPU's lock (dead actors' went with them), then end the actors."""
+        refs = [g.actor.release.remote() for g in self.gpus]
+        self.ray.wait(refs, num_returns=len(refs), timeout=10.0)
         for g in self.gpus:
             self.ray.kill(g.actor)
 
