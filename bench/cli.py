@@ -204,6 +204,13 @@ def build_parser() -> argparse.ArgumentParser:
                    "the original limit is put back however the run ends)")
     r.add_argument("--power-limit-frac", type=_float_list, default=None, metavar="F[,F...]",
                    help="the same axis as fractions of each GPU's default power limit")
+    r.add_argument("--cluster", default=None, metavar="ADDRESS",
+                   help="run on a Ray cluster, one actor per GPU: local (start Ray here), "
+                   "auto (the cluster in RAY_ADDRESS) or ray://HOST:PORT; --gpu takes the "
+                   "cluster-wide indices of bench list devices --cluster")
+    r.add_argument("--spread", action="store_true",
+                   help="with --cluster: each cell once per GPU model, spread over that "
+                   "model's GPUs across nodes (instead of on every GPU)")
     r.set_defaults(func=cmd_run)
 
     me = sub.add_parser("measure", help="measure the GPU and CPU energy of any command",
@@ -231,6 +238,8 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--duration-s", type=_positive_float, default=1.5,
                     help="sampling time per reading (default 1.5)")
     pr.add_argument("--json", action="store_true", help="end stdout with one JSON object")
+    pr.add_argument("--cluster", default=None, metavar="ADDRESS",
+                    help="probe every node of a Ray cluster: local, auto or ray://HOST:PORT")
     pr.set_defaults(func=cmd_probe)
 
     va = sub.add_parser("validate", help="check result documents with named rules",
@@ -375,6 +384,9 @@ def build_parser() -> argparse.ArgumentParser:
                     help="output length for the memory column (default 256)")
     ls.add_argument("--dtype", choices=("fp32", "bf16", "fp16"), default="bf16",
                     help="dtype for bytes and memory (default bf16)")
+    ls.add_argument("--cluster", default=None, metavar="ADDRESS",
+                    help="the devices of every node of a Ray cluster: local, auto or "
+                    "ray://HOST:PORT")
     ls.set_defaults(func=cmd_list)
 
     # issue 15: put back power limits a killed run left
@@ -456,12 +468,26 @@ def cmd_run(args: argparse.Namespace) -> int:
             ("--concurrency", args.concurrency), ("--serve-cmd", args.serve_cmd),
             ("--node-power", args.node_power), ("--power-limit-w", args.power_limit_w),
             ("--power-limit-frac", args.power_limit_frac),
-            ("--gpus-per-cell", args.gpus_per_cell)) if v is not None]
+            ("--gpus-per-cell", args.gpus_per_cell), ("--spread", args.spread or None))
+            if v is not None]
         if given:
             raise BenchError(f"--resume continues the run as it was configured; drop "
                              f"{given[0]}")
     else:
-        config = SweepConfig.from_sources(_sweep_flags(args), args.config)
+        flags = _sweep_flags(args)
+        if args.spread:
+            if not args.cluster:
+                raise BenchError("--spread needs --cluster")
+            flags["spread"] = True
+        config = SweepConfig.from_sources(flags, args.config)
+    if args.cluster:
+        from bench import cluster
+
+        cluster.check_address(args.cluster)
+        if (getattr(args, "gpus_per_cell", None) or 1) > 1:
+            raise BenchError("--gpus-per-cell > 1 is not measured on a cluster yet; leave "
+                             "it out with --cluster")
+        cluster.require_ray()
     progress = None
     started: list = []
 
@@ -488,13 +514,24 @@ def cmd_run(args: argparse.Namespace) -> int:
         from bench.engines.vllm import check_available
 
         check_available()
+    if args.resume and not args.cluster:
+        from bench.rundir import open_journal
+
+        if any(d.info.get("node") for d in open_journal(args.resume).devices):
+            raise BenchError(f"{args.resume} ran on a Ray cluster: resume it with --cluster "
+                             "ADDRESS")
     if args.resume:
         mode = endpoint if _journal_engine(args.resume) == "endpoint" else runner
     else:
         mode = endpoint if config.engine == "endpoint" else runner
     old = signal.signal(signal.SIGTERM, _on_sigterm)
     try:
-        if args.resume:
+        if args.cluster and args.resume:
+            outcome = cluster.resume(args.resume, args.cluster, on_start, on_event)
+        elif args.cluster:
+            outcome = cluster.run(config, args.cluster, args.gpu, args.out, on_start,
+                                  on_event, notice)
+        elif args.resume:
             outcome = mode.resume(args.resume, on_start, on_event,
                                   **({"on_notice": notice} if mode is runner else {}))
         else:
@@ -567,16 +604,23 @@ def cmd_probe(args: argparse.Namespace) -> int:
     from bench import devices
     from bench.probe import probe_gpu
 
-    inv = devices.discover()
-    if not inv.gpus:
-        raise BenchError(f"no GPU to probe ({inv.gpu_reason})")
-    gpus, _ = devices.select(args.gpu, inv)
-    if any(g.kind != "cuda" for g in gpus):
-        raise BenchError("bench probe needs GPUs; --gpu none has nothing to probe")
-    results = [probe_gpu(g.gpu_index, duration_s=args.duration_s) for g in gpus]
+    if args.cluster:
+        from bench import cluster
+
+        results = cluster.probe(args.cluster, args.gpu, args.duration_s)
+    else:
+        inv = devices.discover()
+        if not inv.gpus:
+            raise BenchError(f"no GPU to probe ({inv.gpu_reason})")
+        gpus, _ = devices.select(args.gpu, inv)
+        if any(g.kind != "cuda" for g in gpus):
+            raise BenchError("bench probe needs GPUs; --gpu none has nothing to probe")
+        results = [probe_gpu(g.gpu_index, duration_s=args.duration_s) for g in gpus]
     for r in results:
         sup = ", ".join(k for k, v in r["supported"].items() if v) or "nothing"
-        print(f"gpu{r['index']} {r['name']}: supports {sup}")
+        where = f" on {r['node']['hostname']} ({r['node']['node_id'][:12]})" \
+            if r.get("node") else ""
+        print(f"gpu{r['index']} {r['name']}{where}: supports {sup}")
         print(f"  energy counter update period {_fmt(r['energy_counter_update_period_s'], ' s')}"
               f"; power instant {_fmt(r['power_instant_update_period_s'], ' s')}"
               f", average {_fmt(r['power_average_update_period_s'], ' s')}"
@@ -854,7 +898,12 @@ def cmd_list(args: argparse.Namespace) -> int:
     if args.what in (None, "models"):
         out["models"] = [models.describe(name, args.dtype, args.batch, args.input_len,
                                          args.output_len) for name in models.builtin_names()]
-    if args.what in (None, "devices"):
+    if args.what in (None, "devices") and args.cluster:
+        from bench import cluster
+
+        out.update(cluster.list_devices(args.cluster))
+        out["gpu_reason"] = None
+    elif args.what in (None, "devices"):
         inv = devices.discover()
         out["devices"] = [d.to_dict() for d in (*inv.gpus, inv.cpu)]
         out["gpu_reason"] = inv.gpu_reason
@@ -876,7 +925,10 @@ def cmd_list(args: argparse.Namespace) -> int:
                   + " ".join(f"{m['memory_bytes'][b] / 1e9:10.3g}" for b in mem_cols))
     for d in out.get("devices", []):
         label = f"gpu{d['index']}" if d["kind"] == "cuda" else "cpu"
-        print(f"device {label:<16} {d['name']}")
+        node = d.get("node")
+        where = (f"  node {node['hostname']} ({node['node_id'][:12]}) NVML {d['nvml_index']}"
+                 f" {d['uuid']}") if node else ""
+        print(f"device {label:<16} {d['name']}{where}")
     for line in out.get("skipped", []):
         print(f"skipped {line}")
     if "devices" in out and out["gpu_reason"]:

@@ -35,6 +35,7 @@ class Run:
     cells: list[dict] = field(default_factory=list)
     sources: list[dict] = field(default_factory=list)
     idle: list[dict] = field(default_factory=list)
+    nodes: list[dict] = field(default_factory=list)  # a cluster run's nodes (bench.cluster)
 
     @property
     def journal(self) -> Path:
@@ -52,12 +53,15 @@ class Run:
         """Keep a record and journal it (fsynced): cell, idle or source."""
         # Kept first: SIGTERM (raised as KeyboardInterrupt) arriving during the journal's
         # fsync would otherwise leave result.json without a cell the journal already has.
+        if record["type"] == "cell":
+            self.cells[:] = [c for c in self.cells if not superseded(c, record, self.config)]
         {"cell": self.cells, "idle": self.idle, "source": self.sources}[record["type"]].append(
             record)
         io.append_journal(self.journal, record)
 
     def done_cell_ids(self) -> set[str]:
-        return {c["cell_id"] for c in self.cells}
+        """The cells measured: every record but ``lost`` (a lost cell is measured again)."""
+        return {c["cell_id"] for c in self.cells if c.get("status") != "lost"}
 
     def document(self, status: str) -> dict:
         def strip(recs: list[dict]) -> list[dict]:
@@ -70,7 +74,8 @@ class Run:
             "status": status,
             "started_utc": self.started_utc,
             "finished_utc": provenance.utc_now(),
-            "provenance": provenance.collect(),
+            "provenance": {**provenance.collect(),
+                           **({"nodes": self.nodes} if self.nodes else {})},
             "config": self.config.to_dict(),
             "devices": [d.to_dict() for d in self.devices],
             "energy_sources": strip(self.sources),
@@ -86,6 +91,17 @@ class Run:
         path = io.write_json_atomic(self.result_path, doc)
         shutil.rmtree(self.parts_dir, ignore_errors=True)
         return path
+
+
+def superseded(old: dict, new: dict, config: SweepConfig) -> bool:
+    """Whether cell record ``new`` replaces ``old``: ``old`` is ``lost`` and ``new`` is
+    the same cell (in a spread run: the same cell on any GPU of the same model)."""
+    if old.get("status") != "lost":
+        return False
+    if not config.spread:
+        return bool(old["cell_id"] == new["cell_id"])
+    return bool(old.get("device_name") == new.get("device_name") and
+                old["cell_id"].split("/", 1)[1] == new["cell_id"].split("/", 1)[1])
 
 
 def write_trace_part(run_dir: Path, trace: Any, seq: int, session: int) -> None:
@@ -158,14 +174,20 @@ def open_journal(run_dir: Path | str) -> Run:
     try:
         config = SweepConfig.from_dict(head["config"])
         devices = [Device.from_dict(d) for d in head["devices"]]
-        run = Run(run_dir, head["run_id"], config, devices, started_utc=head["started_utc"])
+        run = Run(run_dir, head["run_id"], config, devices, started_utc=head["started_utc"],
+                  nodes=list(head.get("nodes") or []))
     except (KeyError, TypeError, ValueError) as exc:
         raise BenchError(f"{run_dir}: the journal's header is damaged ({exc})") from None
     for rec in records[1:]:
         kind = rec.get("type")
+        if kind == "node":  # a node a resumed cluster run added (bench.cluster)
+            run.nodes.append({k: v for k, v in rec.items() if k != "type"})
+            continue
         target = {"cell": run.cells, "idle": run.idle, "source": run.sources}.get(str(kind))
         if target is not None:
-            if kind == "cell" and rec.get("cell_id") in run.done_cell_ids():
-                continue
+            if kind == "cell":
+                if rec.get("cell_id") in run.done_cell_ids():
+                    continue
+                run.cells[:] = [c for c in run.cells if not superseded(c, rec, run.config)]
             target.append(rec)
     return run

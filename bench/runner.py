@@ -55,10 +55,12 @@ def new_run_id() -> str:
     return datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ") + "-" + secrets.token_hex(2)
 
 
-def start_run(config: SweepConfig, devices: list[Device], out: Path | str | None) -> Run:
+def start_run(config: SweepConfig, devices: list[Device], out: Path | str | None,
+              nodes: list[dict] | None = None) -> Run:
     """Create the run directory (``out``, or ``results/<run_id>``) and its journal header.
 
     The configuration is recorded resolved for the devices' kind (one kind per run).
+    ``nodes``: a cluster run's nodes and their provenance (``bench.cluster``).
     """
     kinds = {d.kind for d in devices}
     if len(kinds) != 1:
@@ -72,11 +74,12 @@ def start_run(config: SweepConfig, devices: list[Device], out: Path | str | None
         run_dir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise BenchError(f"cannot create run directory {run_dir}: {exc.strerror}") from None
-    run = Run(run_dir, run_id, config, devices)
+    run = Run(run_dir, run_id, config, devices, nodes=list(nodes or []))
     io.append_journal(run.journal, {"type": "run", "run_id": run_id,
                                     "started_utc": run.started_utc,
                                     "config": config.to_dict(),
-                                    "devices": [d.to_dict() for d in devices]})
+                                    "devices": [d.to_dict() for d in devices],
+                                    **({"nodes": run.nodes} if nodes else {})})
     return run
 
 
@@ -100,8 +103,16 @@ def resume_run(run_dir: Path | str, inventory: Inventory | None = None) -> Run:
 
 
 def pending(run: Run) -> list[Cell]:
-    """The run's cells that have no record yet, in plan order."""
+    """The run's cells that have no record yet, in plan order.
+
+    A spread run's cell is done when any GPU of its model measured it.
+    """
     done = run.done_cell_ids()
+    if run.config.spread:
+        slots = {(c.get("device_name"), c["cell_id"].split("/", 1)[1]) for c in run.cells
+                 if c["cell_id"] in done}
+        return [c for c in plan(run.config, run.devices)
+                if (c.device.name, c.cell_id.split("/", 1)[1]) not in slots]
     return [c for c in plan(run.config, run.devices) if c.cell_id not in done]
 
 
@@ -347,7 +358,8 @@ class GpuLock:
         self._files.clear()
 
 
-def execute(run: Run, on_record: Event | None = None) -> Path:
+def execute(run: Run, on_record: Event | None = None,
+            measure: Callable[[Run, Callable[[dict], None]], list[str]] | None = None) -> Path:
     """Measure the run's pending cells; always writes result.json, even on failure.
 
     The caller holds the run's GPU locks (:func:`run` and :func:`resume` do). GPUs are
@@ -355,12 +367,13 @@ def execute(run: Run, on_record: Event | None = None) -> Path:
     of memory: the cell is recorded as ``oom`` and larger batches of that model on that
     device are skipped. A failing device is reported and the others go on; the document
     then has status ``failed`` and :class:`RunFailed` is raised. Ctrl-C or SIGTERM:
-    status ``interrupted``, with every finished cell.
+    status ``interrupted``, with every finished cell. ``measure`` replaces how the pending
+    cells are measured (``bench.cluster``: on Ray actors); it returns the errors.
     """
     on_record = on_record or (lambda rec: None)
     status = "failed"
     try:
-        errors = _execute(run, on_record)
+        errors = (measure or _execute)(run, on_record)
         if errors:
             raise RunFailed("; ".join(errors), run.result_path)
         status = "complete"

@@ -97,6 +97,8 @@ class SweepConfig:
             vllm runs ``tensor_parallel_size`` N. The cell's GPU energy is their sum.
             ``"auto"``: the smallest N whose weights fit (resolved by the runner before
             the run starts; the document records the number).
+        spread: on a Ray cluster (``bench run --cluster ... --spread``), each cell once per
+            GPU model (device name), spread over that model's GPUs, not once per GPU.
     """
 
     models: tuple[str, ...] = ("tiny-llama",)
@@ -125,6 +127,7 @@ class SweepConfig:
     power_limit_w: tuple[float, ...] = ()
     power_limit_frac: tuple[float, ...] = ()
     gpus_per_cell: int | str = 1
+    spread: bool = False
 
     def __post_init__(self) -> None:
         _check_types(self)
@@ -235,6 +238,7 @@ _TYPES: dict[str, tuple[type, ...]] = {
     "gpu_memory_utilization": (int, float, type(None)), "node_power": (str, type(None)),
     "bmc_insecure": (bool,), "bmc_ca_file": (str, type(None)),
     "bmc_credentials": (str, type(None)), "gpus_per_cell": (int, str),
+    "spread": (bool,),
 }
 
 
@@ -366,7 +370,18 @@ def plan(config: SweepConfig, devices: list[Device]) -> list[Cell]:
     device: the server spans every selected GPU, and the cell's energy is their sum.
     With a power-limit axis, a device's cells are grouped by limit (outermost), so each
     limit is set once per device.
+    With ``config.spread``, each cell once per device name (GPU model), dealt in turn to
+    that model's devices (a cluster run may move it to another of them).
     """
+    if config.spread:
+        by_name: dict[str, list[Device]] = {}
+        for dev in devices:
+            by_name.setdefault(dev.name, []).append(dev)
+        spread = []
+        for same in by_name.values():
+            mine = plan(replace(config, spread=False), same[:1])
+            spread += [c.with_device(same[n % len(same)]) for n, c in enumerate(mine)]
+        return spread
     cells = []
     devices = device_groups(config, devices)[0]
     for dev in devices[:1] if config.engine == "endpoint" else devices:

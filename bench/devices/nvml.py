@@ -51,6 +51,16 @@ _ERRORS: dict[int, tuple[type[SensorError], str]] = {
 
 _lock = threading.Lock()
 _init_count = 0
+# On a Ray cluster (bench.cluster) a GPU's index is cluster-wide: its node's first index
+# plus NVML's index on the node. A device session there sets the base of its node once;
+# every index this module takes or gives is then the cluster-wide one.
+_index_base = 0
+
+
+def set_index_base(base: int) -> None:
+    """Number this process's GPUs from ``base`` (NVML index ``i`` is GPU ``base + i``)."""
+    global _index_base
+    _index_base = int(base)
 
 
 def status_text(code: int | None) -> str:
@@ -137,7 +147,7 @@ def _str(value) -> str:
 
 def handle(index: int):
     """The NVML handle of GPU ``index`` (NVML index, as nvidia-smi shows it)."""
-    return _call(f"GPU {index}", pynvml.nvmlDeviceGetHandleByIndex, index)
+    return _call(f"GPU {index}", pynvml.nvmlDeviceGetHandleByIndex, index - _index_base)
 
 
 def read_energy_j(h) -> float:
@@ -303,9 +313,9 @@ def discover_each() -> tuple[list[GpuInfo], list[tuple[int, str]]]:
         failed: list[tuple[int, str]] = []
         for i in range(count):
             try:
-                found.append(gpu_info(i))  # every NVML failure translated in gpu_info
+                found.append(gpu_info(_index_base + i))  # NVML failures translated there
             except SensorError as exc:
-                failed.append((i, str(exc)))
+                failed.append((_index_base + i, str(exc)))
         return found, failed
     finally:
         shutdown()

@@ -22,7 +22,7 @@ COLUMNS: tuple[tuple[str, str], ...] = (
     ("batch_size", "sequences per generate call (imports: max concurrent sequences)"),
     ("input_len", "prompt tokens per sequence (null where not fixed)"),
     ("output_len", "generated tokens per sequence (null where not fixed)"),
-    ("status", "ok, oom, skipped"),
+    ("status", "ok, oom, skipped, error, lost (its node or Ray actor died)"),
     ("scope", "what the energy covers: gpu, cpu, dram, node, system"),
     ("energy_method", "counter, power_integration or estimate"),
     ("output_tokens_per_j", "output tokens per joule (median over repeats)"),
@@ -52,19 +52,23 @@ COLUMNS: tuple[tuple[str, str], ...] = (
      "a power cap or heat (null on the CPU and for imports)"),
     ("power_limit_w", "the GPU's enforced power limit during the cell (the power-limit "
      "axis), W; null where the run did not set one"),
+    ("node_hostname", "the cluster node that measured the cell (null off a Ray cluster)"),
+    ("ray_node_id", "that node's Ray node id (null off a Ray cluster)"),
     ("harness_version", "joulebench version (null for imports)"),
     ("git_commit", "harness commit (null for imports)"),
 )
 COLUMN_NAMES = tuple(c for c, _ in COLUMNS)
 TEXT_COLUMNS = ("source", "run_id", "cell_id", "device", "device_name", "engine", "model",
-                "dtype", "status", "scope", "energy_method", "harness_version", "git_commit")
+                "dtype", "status", "scope", "energy_method", "harness_version", "git_commit",
+                "node_hostname", "ray_node_id")
 NUMERIC_COLUMNS = tuple(c for c in COLUMN_NAMES if c not in (*TEXT_COLUMNS, "contended"))
 
 # Columns added after version 1, by the version that added them: a table file of an
 # older version is read with them null.
 ADDED = {"node_tokens_per_j": 2, "output_tokens_per_j_ci_low": 2,
          "output_tokens_per_j_ci_high": 2, "ci_level": 2, "throttled_windows": 3,
-         "power_limit_w": 3, "engine": 3, "output_tokens_per_s_per_gpu": 3}
+         "power_limit_w": 3, "engine": 3, "output_tokens_per_s_per_gpu": 3,
+         "node_hostname": 3, "ray_node_id": 3}
 
 
 def missing_columns(names: object) -> list[str]:

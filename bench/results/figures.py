@@ -259,7 +259,7 @@ class CellRaw:
 
     Attributes:
         cell: the cell (device, model, dtype, batch and lengths).
-        status: ok | oom | skipped | error.
+        status: ok | oom | skipped | error | lost (its GPU's node or Ray actor died).
         error: why the cell has no figures, or None.
         repeats: the measured windows (see ``bench.cells.measure_window``).
         prefill: the prefill-only window, or None.
@@ -395,6 +395,10 @@ def cell_record(raw: CellRaw) -> dict:
         rec["sm_clock_mhz"] = raw.sm_clock_mhz
     if raw.load is not None:
         rec["load"] = client_load(raw.load, raw.repeats)
+    node = cell.device.info.get("node")
+    if node is not None:  # a cell measured on a Ray cluster (bench.cluster)
+        rec["node"] = {**node, "gpu": {"index": cell.device.info.get("nvml_index"),
+                                       "uuid": cell.device.uuid, "name": cell.device.name}}
     return rec
 
 

@@ -11,7 +11,7 @@ NULL = "null"
 BOOL = "boolean"
 
 STATUSES = ("complete", "interrupted", "failed")
-CELL_STATUSES = ("ok", "oom", "skipped", "error")
+CELL_STATUSES = ("ok", "oom", "skipped", "error", "lost")
 SCOPES = ("gpu", "cpu", "dram", "node", "system")
 METHODS = ("counter", "power_integration", "estimate")
 
@@ -38,7 +38,9 @@ CELL_OPTIONAL = {"throttled_windows": (INT, NULL), "warmup": (OBJ,),
                  "power_limit_w": (NUM, NULL), "power_limit_set_w": (NUM, NULL),
                  "power_limit_frac": (NUM, NULL), "sm_clock_mhz": (INT, NULL),
                  # issues 11 and 18: multi-GPU cells
-                 "num_devices": (INT,), "device_uuids": (ARR,)}
+                 "num_devices": (INT,), "device_uuids": (ARR,),
+                 # issue 13: the cluster node that measured the cell (runs on Ray)
+                 "node": (OBJ,)}
 REPEAT_OPTIONAL = {"thermal": (OBJ, NULL), "throttled": (BOOL, NULL)}
 ENERGY = {"energy_j": (NUM, NULL), "method": (STR, NULL), "reason": (STR, NULL)}
 # tuple[str, ...]: the integer fields added below allow one JSON type, not two

@@ -107,6 +107,8 @@ def rows_from_document(doc: dict, origin: str = "") -> list[dict]:
             roofline_fraction=_obj(c.get("roofline")).get("fraction"),
             contended=c.get("contended"), throttled_windows=c.get("throttled_windows"),
             power_limit_w=c.get("power_limit_w"),
+            node_hostname=_obj(c.get("node")).get("hostname"),
+            ray_node_id=_obj(c.get("node")).get("node_id"),
             harness_version=harness.get("version"), git_commit=harness.get("commit")))
         bad = [k for k, v in rows[-1].items()
                if v is not None and not isinstance(v, (bool, int, float, str))]

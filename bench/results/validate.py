@@ -97,6 +97,9 @@ def rule_schema(doc: dict) -> list[str]:
         _optional(c, S.CELL_OPTIONAL, where, errors)
         if c["status"] not in S.CELL_STATUSES:
             errors.append(f"{where}.status {c['status']!r} is unknown")
+        for k, kinds in S.CELL_OPTIONAL.items():
+            if k in c and not _typed(c[k], kinds):
+                errors.append(f"{where}.{k} should be {' or '.join(kinds)}")
         if c["scope"] not in S.SCOPES:
             errors.append(f"{where}.scope {c['scope']!r} is unknown")
         if c["energy_method"] not in (*S.METHODS, None):
@@ -461,8 +464,9 @@ def _plan(doc: dict) -> dict[tuple, str]:
     except BenchError as exc:
         raise ValueError(str(exc)) from None
     devs = [Device.from_dict(d) for d in doc["devices"]]
-    return {(x.device.label, x.model, x.dtype, x.batch_size, x.input_len, x.output_len,
-             x.engine, x.power_limit_w, x.power_limit_frac): x.cell_id
+    return {(x.device.name if config.spread else x.device.label, x.model, x.dtype,
+             x.batch_size, x.input_len, x.output_len, x.engine, x.power_limit_w,
+             x.power_limit_frac): x.cell_id
             for x in plan(config, devs)}
 
 
@@ -477,9 +481,12 @@ def _power_limit(c: dict) -> tuple[float | None, float | None]:
     return None, None
 
 
-def _key(c: dict) -> tuple:
-    return (c["device"], c["model"], c["dtype"], c["batch_size"], c["input_len"],
-            c["output_len"], _engine_name(c), *_power_limit(c))
+def _key(c: dict, spread: bool = False) -> tuple:
+    """A cell's place in the plan: its device, or with ``spread`` its device's model name
+    (a spread run measures each cell once per GPU model, on any GPU of that model)."""
+    return (c.get("device_name") if spread else c["device"], c["model"], c["dtype"],
+            c["batch_size"], c["input_len"], c["output_len"], _engine_name(c),
+            *_power_limit(c))
 
 
 def rule_plan(doc: dict) -> list[str]:
@@ -494,12 +501,15 @@ def rule_plan(doc: dict) -> list[str]:
         if not isinstance(v, list) or not v:
             return [f"config.{k} is not a non-empty list"]
     planned = _plan(doc)
+    spread = doc["config"].get("spread") is True
     errors, seen = [], set()
     for c in doc["cells"]:
-        key = _key(c)
+        key = _key(c, spread)
         if key not in planned:
             errors.append(f"{c['cell_id']}: not in the configured sweep")
-        elif c["cell_id"] != planned[key]:
+        elif spread and c["cell_id"].split("/", 1)[1] != planned[key].split("/", 1)[1]:
+            errors.append(f"{c['cell_id']}: id does not match its fields ({planned[key]})")
+        elif not spread and c["cell_id"] != planned[key]:
             errors.append(f"{c['cell_id']}: id does not match its fields ({planned[key]})")
         if key in seen:
             errors.append(f"{c['cell_id']}: appears twice")
@@ -509,7 +519,7 @@ def rule_plan(doc: dict) -> list[str]:
         if c["status"] != "ok" and c["figures"] is not None:
             errors.append(f"{c['cell_id']}: status {c['status']} with figures")
         if c["status"] == "skipped":
-            group = (key[0], key[1], key[2], key[4], key[5], *key[7:])
+            group = (c["device"], key[1], key[2], key[4], key[5], *key[7:])
             if not any(o["status"] == "oom" and (o["device"], o["model"], o["dtype"],
                        o["input_len"], o["output_len"], *_power_limit(o)) == group and
                        o["batch_size"] < c["batch_size"] for o in doc["cells"]):

@@ -18,6 +18,8 @@
  *   reset_at_s [-1]            the counter restarts from 0 this many s after init
  *   limit_w [700]              the default power limit (also the enforced one until a set)
  *   procs [0]                  other processes computing on the GPU (pids 4000000 + i)
+ *   name [Fake GPU <i>]        the GPU's name (no ',' or ';'); uuid [GPU-fa4e...000<i>]
+ *                              its UUID (a cluster test gives each node its own)
  *   busy_w [0]                 > 0: power follows the work: a thread of this library sets,
  *                              every follow_ms [1], the step level to base_w + busy_w x the
  *                              CPU use of this process (other threads than its own) over
@@ -253,6 +255,8 @@ static void parse(void) {
         for (char *kv = strtok_r(dev, ",", &save2); kv; kv = strtok_r(NULL, ",", &save2)) {
             char key[32];
             double v;
+            if (!strncmp(kv, "name=", 5)) { snprintf(d->name, sizeof d->name, "%s", kv + 5); continue; }
+            if (!strncmp(kv, "uuid=", 5)) { snprintf(d->uuid, sizeof d->uuid, "%s", kv + 5); continue; }
             if (sscanf(kv, "%31[^=]=%lf", key, &v) != 2) continue;
             if (!strcmp(key, "base_w")) d->base_w = v;
             else if (!strcmp(key, "amp_w")) d->amp_w = v;
