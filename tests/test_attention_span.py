@@ -169,9 +169,12 @@ def test_a_new_cell_shape_compiles_its_own_buckets_in_warm_up():
         wl.close()
 
 
-def test_the_recompile_limit_covers_every_bucket(monkeypatch):
-    # past dynamo's limit the step would quietly run eagerly: 8 buckets need 8 graphs
-    monkeypatch.setattr(torch._dynamo.config, "recompile_limit", 8)
+def test_the_recompile_limit_covers_every_bucket():
+    # past dynamo's limit the step would quietly run eagerly: 8 buckets need 8 graphs.
+    # (Not monkeypatch: dynamo's config is a module whose attributes pytest's undo may
+    # delete, and a deleted config reads as missing in every later test.)
+    before = torch._dynamo.config.recompile_limit
+    torch._dynamo.config.recompile_limit = 8
     wl, _ = compiled_tiny(128)
     try:
         wl.cache_for(Shape(1, 120, 900))  # decode keys 121 .. 1019, cache 1020
@@ -179,3 +182,4 @@ def test_the_recompile_limit_covers_every_bucket(monkeypatch):
         assert torch._dynamo.config.recompile_limit == 10
     finally:
         wl.close()
+        torch._dynamo.config.recompile_limit = before

@@ -334,7 +334,7 @@ def test_the_last_cells_cache_is_released_before_the_next_memory_check(compiled_
     seen = []
     monkeypatch.setattr(worker, "memory_cap_bytes", lambda dev: seen.append(wl._cache))
     cell = runner.Cell(Device("cpu", None, "CPU"), "tiny-llama", "fp32", 4, 8, 4)
-    monkeypatch.setattr(worker.cells, "measure", lambda *a, **k: ([], None))
+    monkeypatch.setattr(worker.cells, "measure_with_warmup", lambda *a, **k: ([], None, {}))
     worker._run_one(cell, wl, models.get("tiny-llama"), None, SweepConfig(), {}, None, None)
     assert seen == [None]
 

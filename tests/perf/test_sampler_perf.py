@@ -18,7 +18,9 @@ SECONDS = 2.0
 GOAL_SLOWDOWN = 0.02
 GOAL_RATE = 0.99
 GUARD_RATE_RATIO = 0.75
-GUARD_SLOWDOWN = 0.10
+GUARD_SLOWDOWN = 0.40
+# a loop that spins uses a whole core; 1000 NVML reads a second use a few percent
+GUARD_CPU_SHARE = 0.25
 
 
 def gil_heavy(seconds):
@@ -160,6 +162,18 @@ def sampler_slowdown(chunk_s=0.25, pairs=10):
     return 1 - float(np.median(ratios)), float(np.median(on)), float(np.median(off))
 
 
+def sampler_cpu_share(seconds=1.0):
+    """The process's CPU time per second while only the sampler runs (main thread asleep)."""
+    s = Sampler([0], rate_hz=RATE_HZ).start()
+    try:
+        time.sleep(0.05)
+        c0, t0 = time.process_time(), time.monotonic()
+        time.sleep(seconds)
+        return (time.process_time() - c0) / (time.monotonic() - t0)
+    finally:
+        s.stop()
+
+
 def test_sampler_cost_to_a_concurrent_workload(fake_nvml, capsys):
     fake_nvml("base_w=300")
     Sampler([0], rate_hz=RATE_HZ).start().stop()  # compile and bind outside the timing
@@ -178,6 +192,14 @@ def test_sampler_cost_to_a_concurrent_workload(fake_nvml, capsys):
               + (f"; attempts {[f'{a[0]:.2%}' for a in attempts]}" if len(attempts) > 1
                  else ""))
     # The 2% goal is printed above, met or not: on a 2-vCPU VM whose vCPUs may be
-    # hyperthreads of one core, 1000 wake-ups a second measured 0-7% here. The
-    # assertion guards against a gross regression (a loop that spins or holds the GIL).
+    # hyperthreads of one core, 1000 wake-ups a second measured 0-7% here, and 20-21%
+    # in all three attempts once in a full suite on a busy machine (a third runnable
+    # thread on 2 cores takes the workload's core share, sampler or not). So the
+    # assertions guard against gross regressions only: a loop that holds the GIL (the
+    # workload would stop: slowdown near 100%; contention alone takes at most a third
+    # on 2 cores) and a loop that spins (its own CPU, measured alone, near a whole core).
+    share = sampler_cpu_share()
+    with capsys.disabled():
+        print(f"sampler's own CPU with the main thread asleep: {share:.1%} of a core")
     assert slowdown < GUARD_SLOWDOWN
+    assert share < GUARD_CPU_SHARE
