@@ -63,6 +63,17 @@ def test_cell_figures_by_hand():
     assert fig["max_power_w"] == 320.0
 
 
+def test_throughput_per_gpu_by_hand():
+    # output tokens/s 20 (above) over the GPUs that ran the cell together
+    assert cell_figures(REPEATS, "gpu", None, 2)[0]["output_tokens_per_s_per_gpu"] == \
+        pytest.approx(10.0)
+    assert cell_figures(REPEATS, "gpu", None, 4)[0]["output_tokens_per_s_per_gpu"] == \
+        pytest.approx(5.0)
+    assert cell_figures(REPEATS, "gpu")[0]["output_tokens_per_s_per_gpu"] == pytest.approx(20.0)
+    cpu = [repeat(CALLS_A, 0.8, 160.0, scope="cpu")]
+    assert "output_tokens_per_s_per_gpu" not in cell_figures(cpu, "cpu")[0]
+
+
 def test_cell_uncertainty_by_hand():
     _, unc = cell_figures(REPEATS, "gpu")
     assert unc["repeats"] == 3
