@@ -65,15 +65,9 @@ def _obj(fields: dict, extra: dict | None = None, optional: dict | None = None) 
     return {"type": "object", "required": sorted(fields), "properties": props}
 
 
-def _optional(fields: dict) -> dict:
-    """Properties that are not required (their types only)."""
-    return {k: {"type": list(v) if len(v) > 1 else v[0]} for k, v in fields.items()}
-
-
 def json_schema() -> dict:
     """The JSON Schema (draft 2020-12) of result.json, made from the tables above."""
-    energy = _obj(ENERGY, {"method": {"enum": [*METHODS, None]},
-                           **_optional(ENERGY_OPTIONAL)})
+    energy = _obj(ENERGY, {"method": {"enum": [*METHODS, None]}}, ENERGY_OPTIONAL)
     repeat = _obj(REPEAT, {"energy": {"additionalProperties": energy},
                            "t0_ns": {"minimum": 0}, "duration_s": {"minimum": 0}},
                   REPEAT_OPTIONAL)
