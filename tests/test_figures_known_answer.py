@@ -173,14 +173,11 @@ class TinyDense:
     """A model spec of hand-checkable size: 2 layers, d 64, 4 heads of 16, vocabulary
     1000, tied embeddings, 1,000,000 parameters."""
 
-    def hf_config(self):
+    def facts(self):
         return SimpleNamespace(num_hidden_layers=2, hidden_size=64, num_attention_heads=4,
                                num_key_value_heads=4, head_dim=16, vocab_size=1000,
                                intermediate_size=256, tie_word_embeddings=True,
-                               model_type="llama")
-
-    def parameter_count(self):
-        return 1_000_000
+                               model_type="llama", parameters=1_000_000)
 
 
 def test_roofline_fraction_by_hand():

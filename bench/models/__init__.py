@@ -7,6 +7,7 @@ Nothing is ever downloaded; real weights load only from a local path.
 
 from __future__ import annotations
 
+import copy
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -69,7 +70,7 @@ class ModelSpec:
         Raises:
             BenchError: with the model and the reason, in one line.
         """
-        cfg = self.hf_config()
+        cfg = self.facts()
         heads = getattr(cfg, "num_attention_heads", None)
         kv = getattr(cfg, "num_key_value_heads", None) or heads
         hidden = getattr(cfg, "hidden_size", None)
@@ -88,25 +89,37 @@ class ModelSpec:
     @property
     def max_positions(self) -> int | None:
         """The longest sequence (prompt + output tokens) the architecture takes, or None."""
-        cfg = self.hf_config()
+        cfg = self.facts()
         for k in ("n_positions", "max_position_embeddings"):
             v = getattr(cfg, k, None)
             if isinstance(v, int) and v > 0:
                 return v
         return None
 
+    def facts(self):
+        """The config attributes checks and arithmetic read, and the parameter count,
+        without importing transformers for a built-in model (:mod:`bench.models.facts`)."""
+        from bench.models import facts
+
+        return facts.of(self)
+
     def hf_config(self):
         """The transformers config object."""
         from transformers import AutoConfig
 
         try:
-            return AutoConfig.for_model(self.model_type, **self.config)
+            # a deep copy: transformers edits nested dicts (rope_scaling) in place
+            return AutoConfig.for_model(self.model_type, **copy.deepcopy(self.config))
         except Exception as exc:  # transformers raises many kinds for a bad config
             lines = [x.strip() for x in str(exc).splitlines() if x.strip()]
             why = lines[-1] if lines else exc.__class__.__name__
             raise BenchError(f"model {self.name}: bad config ({why})") from None
 
     def parameter_count(self) -> int:
+        """Number of parameters (stored for a built-in model, else counted live)."""
+        return self.facts().parameters
+
+    def parameter_count_live(self) -> int:
         """Number of parameters (counted on the meta device: no memory is allocated)."""
         import torch
         from transformers import AutoModelForCausalLM

@@ -93,8 +93,8 @@ class Arithmetic:
 
 def of(spec, dtype: str) -> Arithmetic:
     """The arithmetic of a :class:`bench.models.ModelSpec` at ``dtype``."""
-    cfg = spec.hf_config()
-    n_total = spec.parameter_count()
+    cfg = spec.facts()
+    n_total = cfg.parameters
     L = cfg.num_hidden_layers
     d = cfg.hidden_size
     h = cfg.num_attention_heads
