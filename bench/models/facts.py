@@ -13,6 +13,7 @@ checkpoint) is resolved live, once per process.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from functools import lru_cache
 from importlib import resources
 from typing import Any
@@ -32,9 +33,17 @@ class Facts:
     transformers config would (so ``getattr(facts, name, default)`` behaves the same).
     """
 
-    def __init__(self, attrs: dict[str, Any], parameters: int):
+    def __init__(self, attrs: dict[str, Any], parameters: int | Callable[[], int]):
         self._attrs = dict(attrs)
-        self.parameters = int(parameters)
+        self._parameters = parameters
+
+    @property
+    def parameters(self) -> int:
+        """The parameter count; a live one is counted when first asked (building the
+        model, even on the meta device, can fail where the config alone does not)."""
+        if callable(self._parameters):
+            self._parameters = int(self._parameters())
+        return int(self._parameters)
 
     def __getattr__(self, name: str) -> Any:
         if name.startswith("_"):
@@ -60,7 +69,7 @@ def derive(spec: Any) -> Facts:
     """The facts resolved with transformers: its config object and a meta-device model."""
     cfg = spec.hf_config()
     attrs = {k: getattr(cfg, k) for k in ATTRS if hasattr(cfg, k)}
-    return Facts(attrs, spec.parameter_count_live())
+    return Facts(attrs, spec.parameter_count_live)
 
 
 @lru_cache(maxsize=1)
