@@ -304,3 +304,88 @@ def test_a_stall_over_a_missed_refresh_does_not_shift_the_grid(f):
     assert period == pytest.approx(0.1, rel=1e-4)
     # every refresh placed back on its grid time, to within the prompt reads' 0.2 ms
     assert np.max(np.abs(u - true)) <= 200_000
+
+
+# --- a counter reset inside a window ------------------------------------------------
+
+# Samples every 10 ms, the counter refreshing every 100 ms at 100 W (E(u) = 100 W x u),
+# read promptly. It restarts from 0 at 250 ms (E = 25 J), so from the refresh at 300 ms
+# it reads E(u) - 25 J: unwrapped 25, 35, 45 J at 300, 400, 500 ms; the 5 J from 200 ms
+# to the reset are lost.
+RESET_T = np.arange(0, 510, 10, dtype=np.int64) * MS
+RESET_E = np.array([10.0 * (x // 100) - (25.0 if x >= 300 else 0.0)
+                    for x in range(0, 510, 10)])
+
+
+@pytest.mark.parametrize("f", [T, R])
+@pytest.mark.parametrize("power", [True, False])
+def test_a_window_across_a_reset_widens_its_upper_bound_by_what_the_reset_can_lose(f, power):
+    pt, pw = (RESET_T, np.full(RESET_T.size, 100.0)) if power else (None, None)
+    # [100, 400] ms: true 30 J; the estimate 35 - 10 = 25 J misses the lost 5 J.
+    # At 100 ms: refresh 0 (seen 90..100 ms) bounds E to [10, 10.001 + 100 W x 10 ms];
+    # at 400 ms refresh 3 to [35, 36.001] (both refreshes around 400 ms show 100 W).
+    # The reset fell between refresh 1 (earliest 190 ms) and refresh 2 (latest 300 ms);
+    # the highest power there is 100 W (the readings; the counter's 100 W on either
+    # side), so it can have lost 100 W x 110 ms + 1 mJ = 11.001 J. The window:
+    # [35 - 11.001, 36.001 - 10 + 11.001] = [23.999, 37.002], holding the true 30 J
+    # (without the reset's share the top, 26.001 J, would not).
+    est, lo, hi, period = f.counter_window_bounds_j(RESET_T, RESET_E, 100 * MS, 400 * MS,
+                                                    pt, pw)
+    assert est == pytest.approx(25.0, abs=1e-9)
+    assert lo == pytest.approx(23.999, abs=1e-9)
+    assert hi == pytest.approx(37.002, abs=1e-9)
+    assert period == pytest.approx(0.1, rel=1e-12)
+    assert f.counter_window_resets(RESET_T, RESET_E, 100 * MS, 400 * MS) == 1
+    # an edge between the refreshes around the reset: at 250 ms refresh 1 (200 ms) gives
+    # [20 + 50 W x 50 ms, 20.001 + 100 W x 60 ms] (50 W: the counter's mean over the
+    # reset's interval, (25 - 20) J / 0.1 s); refresh 2 (290..300 ms) gives at most
+    # 25.001 - 50 W x 40 ms + 11.001 (its value is low by what the reset lost) and at
+    # least 25 - 100 W x 50 ms: [22.5, 26.001], holding E(250 ms) = 25 J
+    _, lo, hi, _ = f.counter_cumulative_bounds_j(RESET_T, RESET_E, [250 * MS], pt, pw)
+    assert lo[0] == pytest.approx(22.5, abs=1e-9) and hi[0] == pytest.approx(26.001, abs=1e-9)
+    # a window after the reset's refresh is not widened and holds no reset: at 310 ms
+    # refresh 2 gives [25 + 1, 25.001 + 100 W x 20 ms], refresh 3 (390..400 ms) the same
+    # from above (35 - 100 W x 90 ms = 26; 35.001 - 100 W x 80 ms = 27.001); at 490 ms
+    # likewise [44, 45.001]: [44 - 27.001, 45.001 - 26] = [16.999, 19.001]
+    est, lo, hi, _ = f.counter_window_bounds_j(RESET_T, RESET_E, 310 * MS, 490 * MS, pt, pw)
+    assert est == pytest.approx(18.0, abs=1e-9)
+    assert (lo, hi) == (pytest.approx(16.999, abs=1e-9), pytest.approx(19.001, abs=1e-9))
+    assert f.counter_window_resets(RESET_T, RESET_E, 310 * MS, 490 * MS) == 0
+    # refresh 1 happened after 190 ms (the read there showed 0 J) and the lost span runs
+    # from it to the reset: a window ending at 190 ms holds none of it, one ending at
+    # 200 ms may
+    assert f.counter_window_resets(RESET_T, RESET_E, 100 * MS, 190 * MS) == 0
+    assert f.counter_window_resets(RESET_T, RESET_E, 100 * MS, 200 * MS) == 1
+    assert f.counter_window_resets(RESET_T, RESET_E, 300 * MS, 400 * MS) == 0
+
+
+@pytest.mark.parametrize("f", [T, R])
+def test_a_reset_with_nothing_to_bound_the_power_around_it_has_no_upper_bound(f):
+    # three refreshes, the reset before the second: no power readings, and neither
+    # neighbouring interval free of the reset shows the counter's own power
+    t = np.array([0, 100, 200, 300], np.int64) * MS
+    e = np.array([0.0, 10.0, 5.0, 8.0])
+    est, lo, hi, _ = f.counter_window_bounds_j(t, e, 150 * MS, 250 * MS)
+    assert np.isnan(hi) and not np.isnan(est)
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_twins_agree_on_simulated_traces_with_resets(seed):
+    rng = np.random.default_rng(100 + seed)
+    k = int(rng.integers(2, 8))
+    bt = np.sort(rng.integers(0, 3 * S, k))
+    bw = rng.uniform(0, 900, k)
+    t, e, lat, p = simulate(rng, bt, bw, 3 * S, int(rng.integers(10, 150)) * MS,
+                            int(rng.integers(0, 10 * MS)), int(rng.integers(1, 4)) * MS,
+                            float(rng.uniform(0, 0.3)), 50_000, 50 * MS)
+    for cut in np.sort(rng.integers(1, t.size, 2)):
+        e[cut:] -= e[cut - 1] - rng.uniform(0, 0.5)  # restarts near 0 (it may repeat)
+    q = np.sort(rng.integers(0, 3 * S, 40))
+    for a, b in zip(T.counter_cumulative_bounds_j(t, e, q, t, p, lat),
+                    R.counter_cumulative_bounds_j(t, e, q, t, p, lat), strict=True):
+        agree(a, b)
+    for a0, a1 in zip(q[:-1:4], q[1::4], strict=True):
+        agree(np.array(T.counter_window_bounds_j(t, e, a0, a1, t, p, lat)),
+              np.array(R.counter_window_bounds_j(t, e, a0, a1, t, p, lat)))
+        assert (T.counter_window_resets(t, e, a0, a1, lat)
+                == R.counter_window_resets(t, e, a0, a1, lat))
