@@ -361,12 +361,25 @@ def test_a_window_across_a_reset_widens_its_upper_bound_by_what_the_reset_can_lo
 
 @pytest.mark.parametrize("f", [T, R])
 def test_a_reset_with_nothing_to_bound_the_power_around_it_has_no_upper_bound(f):
-    # three refreshes, the reset before the second: no power readings, and neither
-    # neighbouring interval free of the reset shows the counter's own power
-    t = np.array([0, 100, 200, 300], np.int64) * MS
-    e = np.array([0.0, 10.0, 5.0, 8.0])
-    est, lo, hi, _ = f.counter_window_bounds_j(t, e, 150 * MS, 250 * MS)
-    assert np.isnan(hi) and not np.isnan(est)
+    # refreshes at 100..500 ms, unwrapped 10, 15, 17, 19, 21 J: resets before the second
+    # and the third. No power readings; the first reset has no interval free of a reset
+    # beside it (before: none; after: the second reset's), so nothing bounds what it
+    # lost; the second has (300, 400 ms) at 20 W: 20 W x (300 - 100 ms) + 1 mJ.
+    t = np.array([0, 100, 200, 300, 400, 500], np.int64) * MS
+    e = np.array([0.0, 10.0, 5.0, 2.0, 4.0, 6.0])
+    est, lo, hi, _ = f.counter_window_bounds_j(t, e, 150 * MS, 350 * MS)
+    assert np.isnan(hi) and est == pytest.approx(18.0 - 12.5) and not np.isnan(lo)
+    assert f.counter_window_resets(t, e, 150 * MS, 350 * MS) == 2
+    # from 250 ms the first reset is behind the window's first edge: only the second's
+    # 4.001 J counts. At 250 ms (the counter's means 50, 20, 20, 20 W around it):
+    # refresh 1 (200 ms) gives [15 + 20 W x 50 ms, 15.001 + 50 W x 150 ms] = [16, 22.501];
+    # refresh 2 (200..300 ms, either side) [17 - 50 W x 50 ms, 17.001 + 50 W x 50 ms +
+    # 4.001] = [14.5, 23.502]; refresh 3 (300..400 ms, after) [19 - 50 W x 150 ms,
+    # 19.001 - 20 W x 50 ms + 4.001] = [11.5, 22.002]: [16, 22.002]. At 400 ms, at 20 W:
+    # [19, 21.001]. So [19 - 22.002, 21.001 - 16 + 4.001] = [-3.002, 9.002]
+    est, lo, hi, _ = f.counter_window_bounds_j(t, e, 250 * MS, 400 * MS)
+    assert est == pytest.approx(19.0 - 16.0)
+    assert (lo, hi) == (pytest.approx(-3.002, abs=1e-9), pytest.approx(9.002, abs=1e-9))
 
 
 @pytest.mark.parametrize("seed", range(4))
