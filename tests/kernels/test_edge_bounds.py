@@ -343,6 +343,11 @@ def test_a_window_across_a_reset_widens_its_upper_bound_by_what_the_reset_can_lo
     # least 25 - 100 W x 50 ms: [22.5, 26.001], holding E(250 ms) = 25 J
     _, lo, hi, _ = f.counter_cumulative_bounds_j(RESET_T, RESET_E, [250 * MS], pt, pw)
     assert lo[0] == pytest.approx(22.5, abs=1e-9) and hi[0] == pytest.approx(26.001, abs=1e-9)
+    # on the reset's own refresh (300 ms) the scale is that refresh's: [25, 25.001 +
+    # 100 W x 10 ms], refresh 3 (390..400 ms) giving [35 - 100 W x 0.1 s, 35.001 -
+    # 50 W x 90 ms] = [25, 30.501]: [25, 26.001], E(300 ms) less the lost 5 J being 25 J
+    _, lo, hi, _ = f.counter_cumulative_bounds_j(RESET_T, RESET_E, [300 * MS], pt, pw)
+    assert lo[0] == pytest.approx(25.0, abs=1e-9) and hi[0] == pytest.approx(26.001, abs=1e-9)
     # a window after the reset's refresh is not widened and holds no reset: at 310 ms
     # refresh 2 gives [25 + 1, 25.001 + 100 W x 20 ms], refresh 3 (390..400 ms) the same
     # from above (35 - 100 W x 90 ms = 26; 35.001 - 100 W x 80 ms = 27.001); at 490 ms
