@@ -407,3 +407,42 @@ def test_twins_agree_on_simulated_traces_with_resets(seed):
               np.array(R.counter_window_bounds_j(t, e, a0, a1, t, p, lat)))
         assert (T.counter_window_resets(t, e, a0, a1, lat)
                 == R.counter_window_resets(t, e, a0, a1, lat))
+
+
+# Refreshes every 100 ms from 100 to 900 ms at 100 W, read every 10 ms; a reset at 450 ms
+# (E = 45 J), seen at the refresh at 500 ms (earliest 490 ms); the refresh before it
+# earliest at 390 ms.
+LONG_T = np.arange(0, 1010, 10, dtype=np.int64) * MS
+LONG_E = np.array([10.0 * (x // 100) - (45.0 if x >= 500 else 0.0) for x in range(0, 1010, 10)])
+
+
+@pytest.mark.parametrize("f", [T, R])
+@pytest.mark.parametrize("spike_ms, lost_power_w", [
+    (390, 300.0),  # on the earliest time of the refresh before the reset: counted
+    (380, 100.0),  # before it: not (the counter's 100 W is the highest then)
+    (520, 300.0),  # two power periods (10 ms: one reading long) past the latest: counted
+    (530, 100.0),  # three: not
+])
+def test_the_power_readings_that_bound_a_reset_are_those_from_the_refresh_before_it(
+        f, spike_ms, lost_power_w):
+    # power readings of 100 W, one of them 300 W; the window's edges (150, 850 ms) see
+    # none of it, so only the reset's loss changes: P_max x (500 - 390 ms) + 1 mJ
+    flat = np.full(LONG_T.size, 100.0)
+    pw = flat.copy()
+    pw[LONG_T == spike_ms * MS] = 300.0
+    _, lo0, hi0, _ = f.counter_window_bounds_j(LONG_T, LONG_E, 150 * MS, 850 * MS, LONG_T,
+                                               flat)
+    _, lo, hi, _ = f.counter_window_bounds_j(LONG_T, LONG_E, 150 * MS, 850 * MS, LONG_T, pw)
+    assert lo == lo0
+    # without the spike the loss is 100 W x 0.11 s + 1 mJ = 11.001 J
+    assert hi - hi0 == pytest.approx((lost_power_w - 100.0) * 0.11, abs=1e-9)
+
+
+@pytest.mark.parametrize("f", [T, R])
+def test_a_reset_before_the_second_refresh_is_bounded(f):
+    # the reset at 150 ms, seen at the second refresh (200 ms, earliest 190 ms): it can
+    # have lost 100 W x (200 - 90 ms) + 1 mJ = 11.001 J; [150, 350 ms] holds the truth 20 J
+    e = np.array([10.0 * (x // 100) - (15.0 if x >= 200 else 0.0) for x in range(0, 510, 10)])
+    est, lo, hi, _ = f.counter_window_bounds_j(RESET_T, e, 150 * MS, 350 * MS, RESET_T,
+                                               np.full(RESET_T.size, 100.0))
+    assert lo <= 20.0 <= hi and hi - est > 5.0 and np.isfinite(hi)
