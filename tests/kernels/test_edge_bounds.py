@@ -446,3 +446,20 @@ def test_a_reset_before_the_second_refresh_is_bounded(f):
     est, lo, hi, _ = f.counter_window_bounds_j(RESET_T, e, 150 * MS, 350 * MS, RESET_T,
                                                np.full(RESET_T.size, 100.0))
     assert lo <= 20.0 <= hi and hi - est > 5.0 and np.isfinite(hi)
+
+
+@pytest.mark.parametrize("f", [T, R])
+def test_without_power_readings_a_reset_is_bounded_by_the_counter_beside_it(f):
+    # 200 W until 400 ms, then 100 W; reset at 450 ms (E = 85 J). Unwrapped refreshes
+    # 20, 40, 60, 80, 85, 95, 105, 115, 125 J at 100..900 ms (the reset lost 5 J). Beside
+    # the reset the counter shows 200 W (300..400 ms) and 100 W (500..600 ms): it can have
+    # lost 200 W x (500 - 390 ms) + 1 mJ = 22.001 J. The edges: at 150 ms (200 W around)
+    # [20 + 200 W x 50 ms, 20.001 + 200 W x 60 ms] = [30, 32.001]; at 850 ms (100 W)
+    # [115 + 5, 115.001 + 6] = [120, 121.001]. So [120 - 32.001, 121.001 - 30 + 22.001].
+    def energy(x):
+        return 200.0 * x / 1000 if x <= 400 else 80.0 + 100.0 * (x - 400) / 1000
+    e = np.array([energy(x // 100 * 100) - (85.0 if x >= 500 else 0.0)
+                  for x in range(0, 1010, 10)])
+    est, lo, hi, _ = f.counter_window_bounds_j(LONG_T, e, 150 * MS, 850 * MS)
+    assert est == pytest.approx(90.0)  # the truth: 125 - 30 = 95 J
+    assert lo == pytest.approx(87.999, abs=1e-9) and hi == pytest.approx(113.002, abs=1e-9)
