@@ -450,16 +450,17 @@ def test_a_reset_before_the_second_refresh_is_bounded(f):
 
 @pytest.mark.parametrize("f", [T, R])
 def test_without_power_readings_a_reset_is_bounded_by_the_counter_beside_it(f):
-    # 200 W until 400 ms, then 100 W; reset at 450 ms (E = 85 J). Unwrapped refreshes
-    # 20, 40, 60, 80, 85, 95, 105, 115, 125 J at 100..900 ms (the reset lost 5 J). Beside
-    # the reset the counter shows 200 W (300..400 ms) and 100 W (500..600 ms): it can have
-    # lost 200 W x (500 - 390 ms) + 1 mJ = 22.001 J. The edges: at 150 ms (200 W around)
-    # [20 + 200 W x 50 ms, 20.001 + 200 W x 60 ms] = [30, 32.001]; at 850 ms (100 W)
-    # [115 + 5, 115.001 + 6] = [120, 121.001]. So [120 - 32.001, 121.001 - 30 + 22.001].
+    # 100 W, but 200 W from 300 to 400 ms; reset at 450 ms (E = 55 J). Unwrapped
+    # refreshes 10, 20, 30, 50, 55, 65, 75, 85, 95 J at 100..900 ms (the reset lost 5 J).
+    # Beside the reset the counter shows 200 W (300..400 ms; the interval before that
+    # 100 W) and 100 W (500..600 ms): it can have lost 200 W x (500 - 390 ms) + 1 mJ =
+    # 22.001 J. The edges, at 100 W: at 150 ms [10 + 100 W x 50 ms, 10.001 + 100 W x
+    # 60 ms] = [15, 16.001]; at 850 ms [85 + 5, 85.001 + 6] = [90, 91.001]. So
+    # [90 - 16.001, 91.001 - 15 + 22.001] = [73.999, 98.002].
     def energy(x):
-        return 200.0 * x / 1000 if x <= 400 else 80.0 + 100.0 * (x - 400) / 1000
-    e = np.array([energy(x // 100 * 100) - (85.0 if x >= 500 else 0.0)
+        return 100.0 * x / 1000 + (0.0 if x <= 300 else 10.0 * min(x - 300, 100) / 100)
+    e = np.array([energy(x // 100 * 100) - (55.0 if x >= 500 else 0.0)
                   for x in range(0, 1010, 10)])
     est, lo, hi, _ = f.counter_window_bounds_j(LONG_T, e, 150 * MS, 850 * MS)
-    assert est == pytest.approx(90.0)  # the truth: 125 - 30 = 95 J
-    assert lo == pytest.approx(87.999, abs=1e-9) and hi == pytest.approx(113.002, abs=1e-9)
+    assert est == pytest.approx(75.0)  # the truth: 95 - 15 = 80 J
+    assert lo == pytest.approx(73.999, abs=1e-9) and hi == pytest.approx(98.002, abs=1e-9)
