@@ -464,3 +464,38 @@ def test_without_power_readings_a_reset_is_bounded_by_the_counter_beside_it(f):
     est, lo, hi, _ = f.counter_window_bounds_j(LONG_T, e, 150 * MS, 850 * MS)
     assert est == pytest.approx(75.0)  # the truth: 95 - 15 = 80 J
     assert lo == pytest.approx(73.999, abs=1e-9) and hi == pytest.approx(98.002, abs=1e-9)
+
+
+def _reset_share(f, t, e, t0, t1):
+    """What a window's top adds for resets between its edges: its top less the edges'."""
+    _, lo, hi, _ = f.counter_window_bounds_j(t, e, t0, t1)
+    _, c_lo, c_hi, _ = f.counter_cumulative_bounds_j(t, e, [t0, t1])
+    assert lo == pytest.approx(c_lo[1] - c_hi[0], abs=1e-9)
+    return hi - (c_hi[1] - c_lo[0])
+
+
+def _counter(power_w, reset_ms, end_ms):
+    """Samples every 10 ms of a counter refreshing every 100 ms; power_w(ms) per 10 ms
+    step; it restarts from 0 at reset_ms."""
+    x = np.arange(0, end_ms + 10, 10)
+    energy = np.concatenate(([0.0], np.cumsum([power_w(a) * 0.01 for a in x[:-1]])))
+    refreshed = energy[x // 100 * 10]  # the value of the last refresh
+    e = refreshed - np.where(x // 100 * 100 >= reset_ms, energy[reset_ms // 10], 0.0)
+    return x.astype(np.int64) * MS, e
+
+
+@pytest.mark.parametrize("f", [T, R])
+def test_a_resets_loss_takes_the_highest_interval_beside_it(f):
+    # 200 W from 100 to 200 ms (the interval two before the reset's refresh), else 100 W;
+    # reset at 250 ms, seen at 300 ms (earliest 290), the refresh before it earliest at
+    # 190 ms: 200 W x 110 ms + 1 mJ
+    t, e = _counter(lambda a: 200.0 if 100 <= a < 200 else 100.0, 250, 600)
+    assert _reset_share(f, t, e, 150 * MS, 450 * MS) == pytest.approx(22.001, abs=1e-9)
+    # 200 W from 400 to 500 ms, the interval after the reset's refresh, which is the
+    # second to last (refreshes at 100..500 ms); reset at 350 ms: 200 W x (400 - 290 ms)
+    t, e = _counter(lambda a: 200.0 if 400 <= a < 500 else 100.0, 350, 500)
+    assert _reset_share(f, t, e, 150 * MS, 450 * MS) == pytest.approx(22.001, abs=1e-9)
+    # a reset on the last refresh: no interval after it, and none to bound
+    t, e = _counter(lambda a: 100.0, 450, 500)
+    est, _, _, _ = f.counter_window_bounds_j(t, e, 150 * MS, 350 * MS)
+    assert est == pytest.approx(20.0)
