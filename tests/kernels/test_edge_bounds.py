@@ -499,3 +499,16 @@ def test_a_resets_loss_takes_the_highest_interval_beside_it(f):
     t, e = _counter(lambda a: 100.0, 450, 500)
     est, _, _, _ = f.counter_window_bounds_j(t, e, 150 * MS, 350 * MS)
     assert est == pytest.approx(20.0)
+
+
+@pytest.mark.parametrize("f", [T, R])
+def test_a_refresh_at_the_resets_own_time_gives_no_power(f):
+    # two samples at 300 ms (allowed): the reset's refresh (5 J) and one more (5.5 J), both
+    # placed at 300 ms. That pair spans no time, so it says nothing of the power: the
+    # loss takes the 100 W before, 100 W x (300 - 190 ms) + 1 mJ
+    t, e = _counter(lambda a: 100.0, 250, 500)
+    i = int(np.flatnonzero(t == 300 * MS)[0])
+    t = np.insert(t, i + 1, 300 * MS)
+    e = np.insert(e, i + 1, e[i] + 0.5)
+    e[i + 2:] += 0.5
+    assert _reset_share(f, t, e, 150 * MS, 450 * MS) == pytest.approx(11.001, abs=1e-9)
