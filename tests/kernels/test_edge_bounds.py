@@ -495,6 +495,9 @@ def test_a_resets_loss_takes_the_highest_interval_beside_it(f):
     # second to last (refreshes at 100..500 ms); reset at 350 ms: 200 W x (400 - 290 ms)
     t, e = _counter(lambda a: 200.0 if 400 <= a < 500 else 100.0, 350, 500)
     assert _reset_share(f, t, e, 150 * MS, 450 * MS) == pytest.approx(22.001, abs=1e-9)
+    # at 0.5 W: 0.5 W x (300 - 190 ms) + 1 mJ = 0.056 J
+    t, e = _counter(lambda a: 0.5, 250, 600)
+    assert _reset_share(f, t, e, 150 * MS, 450 * MS) == pytest.approx(0.056, abs=1e-9)
     # a reset on the last refresh: no interval after it, and none to bound
     t, e = _counter(lambda a: 100.0, 450, 500)
     est, _, _, _ = f.counter_window_bounds_j(t, e, 150 * MS, 350 * MS)
