@@ -515,3 +515,18 @@ def test_a_refresh_at_the_resets_own_time_gives_no_power(f):
     e = np.insert(e, i + 1, e[i] + 0.5)
     e[i + 2:] += 0.5
     assert _reset_share(f, t, e, 150 * MS, 450 * MS) == pytest.approx(11.001, abs=1e-9)
+
+
+@pytest.mark.parametrize("f", [T, R])
+def test_the_estimate_reaches_the_first_and_last_refresh(f):
+    # two refreshes (10 J at 100 ms, 20 J at 200 ms): interpolated between and on them
+    t = np.array([0, 100, 200], np.int64) * MS
+    est, _, _, _ = f.counter_cumulative_bounds_j(t, [0.0, 10.0, 20.0],
+                                                 [99 * MS, 100 * MS, 150 * MS, 200 * MS])
+    assert np.isnan(est[0]) and list(est[1:]) == pytest.approx([10.0, 15.0, 20.0])
+    # three, 10 J then 20 J apart: on the last one the estimate is its value, 40 J, from
+    # the last pair (the first pair's slope would give 30 J)
+    t = np.array([0, 100, 200, 300], np.int64) * MS
+    est, _, _, _ = f.counter_cumulative_bounds_j(t, [0.0, 10.0, 20.0, 40.0],
+                                                 [100 * MS, 300 * MS, 301 * MS])
+    assert list(est[:2]) == pytest.approx([10.0, 40.0]) and np.isnan(est[2])
