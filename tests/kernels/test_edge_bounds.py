@@ -530,3 +530,14 @@ def test_the_estimate_reaches_the_first_and_last_refresh(f):
     est, _, _, _ = f.counter_cumulative_bounds_j(t, [0.0, 10.0, 20.0, 40.0],
                                                  [100 * MS, 300 * MS, 301 * MS])
     assert list(est[:2]) == pytest.approx([10.0, 40.0]) and np.isnan(est[2])
+
+
+@pytest.mark.parametrize("f", [T, R])
+def test_on_a_last_refresh_seen_twice_at_once_the_estimate_steps_back_one_pair(f):
+    # refreshes 10, 20, 40, 70 J at 100..400 ms and a second one (71 J) also at 400 ms (two
+    # samples at one time): at 400 ms the pair (400, 400 ms) spans no time, so the pair
+    # before it gives 40 + (70 - 40) x 1 = 70 J (two pairs back would give 60 J)
+    t = np.array([0, 100, 200, 300, 400, 400], np.int64) * MS
+    est, _, _, _ = f.counter_cumulative_bounds_j(t, [0.0, 10.0, 20.0, 40.0, 70.0, 71.0],
+                                                 [400 * MS])
+    assert est[0] == pytest.approx(70.0)
