@@ -541,3 +541,19 @@ def test_on_a_last_refresh_seen_twice_at_once_the_estimate_steps_back_one_pair(f
     est, _, _, _ = f.counter_cumulative_bounds_j(t, [0.0, 10.0, 20.0, 40.0, 70.0, 71.0],
                                                  [400 * MS])
     assert est[0] == pytest.approx(70.0)
+
+
+@pytest.mark.parametrize("f", [T, R])
+def test_the_power_readings_around_an_edge_run_to_two_power_periods_past_the_next_refresh(f):
+    # a 100 W counter refreshing every 100 ms, read every 10 ms; power readings 100 W but
+    # 0 W at 120 ms and 300 W at 220 ms (the power's changes 10 ms apart: its period).
+    # At 101 ms: refresh 0 (90..100 ms) and 1 (190..200 ms); the readings from 90 ms to
+    # 200 + 2 x 10 ms hold 0 and 300 W: [max(10 + 0, 20 - 300 W x 99 ms),
+    # min(10.001 + 300 W x 11 ms, 20.001 - 0)] = [10, 13.301]
+    t = np.arange(0, 510, 10, dtype=np.int64) * MS
+    e = 10.0 * (np.arange(0, 510, 10) // 100)
+    pw = np.full(t.size, 100.0)
+    pw[t == 120 * MS] = 0.0
+    pw[t == 220 * MS] = 300.0
+    _, lo, hi, _ = f.counter_cumulative_bounds_j(t, e, [101 * MS], t, pw)
+    assert lo[0] == pytest.approx(10.0, abs=1e-9) and hi[0] == pytest.approx(13.301, abs=1e-9)
