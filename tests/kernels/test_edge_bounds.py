@@ -557,3 +557,17 @@ def test_the_power_readings_around_an_edge_run_to_two_power_periods_past_the_nex
     pw[t == 220 * MS] = 300.0
     _, lo, hi, _ = f.counter_cumulative_bounds_j(t, e, [101 * MS], t, pw)
     assert lo[0] == pytest.approx(10.0, abs=1e-9) and hi[0] == pytest.approx(13.301, abs=1e-9)
+
+
+@pytest.mark.parametrize("f", [T, R])
+def test_a_refresh_pair_at_one_time_beside_an_edge_gives_no_power(f):
+    # refreshes 10, 20, 21, 31, 41 J at 100, 200, 200 (two samples at one time), 300,
+    # 400 ms. At 250 ms the pairs beside the edge show 100 W; the pair at 200 ms spans no
+    # time and says nothing. Refresh 2 (200 ms) gives [21 + 100 W x 50 ms, 21.001 + 5],
+    # refresh 3 (200..300 ms) [31 - 5, 31.001 + 5], refresh 4 (300..400 ms)
+    # [41 - 15, 41.001 - 5]: [26, 26.001]; the estimate 21 + 10 x 0.5 = 26 J
+    t = np.array([0, 100, 200, 200, 300, 400], np.int64) * MS
+    est, lo, hi, _ = f.counter_cumulative_bounds_j(t, [0.0, 10.0, 20.0, 21.0, 31.0, 41.0],
+                                                   [250 * MS])
+    assert est[0] == pytest.approx(26.0)
+    assert lo[0] == pytest.approx(26.0, abs=1e-9) and hi[0] == pytest.approx(26.001, abs=1e-9)
