@@ -571,3 +571,11 @@ def test_a_refresh_pair_at_one_time_beside_an_edge_gives_no_power(f):
                                                    [250 * MS])
     assert est[0] == pytest.approx(26.0)
     assert lo[0] == pytest.approx(26.0, abs=1e-9) and hi[0] == pytest.approx(26.001, abs=1e-9)
+
+
+@pytest.mark.parametrize("f", [T, R])
+def test_a_latency_of_zero_or_below_widens_nothing(f):
+    # a negative latency (a clock step) counts as 0: the refreshes lie exactly between reads
+    t = np.array([0, 1, 2, 3], np.int64) * S
+    lo, hi, v = f.counter_refreshes(t, [0.0, 1.0, 2.0, 3.0], [0, -7, 0, 0])
+    assert list(lo) == [0, S, 2 * S] and list(hi) == [S, 2 * S, 3 * S]
