@@ -446,6 +446,10 @@ def test_a_reset_before_the_second_refresh_is_bounded(f):
     est, lo, hi, _ = f.counter_window_bounds_j(RESET_T, e, 150 * MS, 350 * MS, RESET_T,
                                                np.full(RESET_T.size, 100.0))
     assert lo <= 20.0 <= hi and hi - est > 5.0 and np.isfinite(hi)
+    # the same from the counter alone: 100 W beside the reset (200..300 ms)
+    assert _reset_share(f, RESET_T, e, 150 * MS, 350 * MS) == pytest.approx(11.001, abs=1e-9)
+    # a window of no length: no energy, and no error
+    assert f.counter_window_bounds_j(RESET_T, e, 150 * MS, 150 * MS)[0] == 0.0
 
 
 @pytest.mark.parametrize("f", [T, R])
@@ -579,3 +583,17 @@ def test_a_latency_of_zero_or_below_widens_nothing(f):
     t = np.array([0, 1, 2, 3], np.int64) * S
     lo, hi, v = f.counter_refreshes(t, [0.0, 1.0, 2.0, 3.0], [0, -7, 0, 0])
     assert list(lo) == [0, S, 2 * S] and list(hi) == [S, 2 * S, 3 * S]
+
+
+@pytest.mark.parametrize("f", [T, R])
+def test_readings_with_no_period_reach_the_next_refresh_only(f):
+    # power readings 0 W up to 200 ms and 300 W from 2 ns past it: one change, so no power
+    # period, and the readings around the edge at 101 ms end at refresh 1's latest time
+    # (200 ms): 0 W, with the counter's 100 W: [max(10 + 0, 20 - 100 W x 99 ms),
+    # min(10.001 + 100 W x 11 ms, 20.001 - 0)] = [10.1, 11.101]
+    t = np.arange(0, 510, 10, dtype=np.int64) * MS
+    e = 10.0 * (np.arange(0, 510, 10) // 100)
+    pt = np.sort(np.append(t, 200 * MS + 2))
+    pw = np.where(pt <= 200 * MS, 0.0, 300.0)
+    _, lo, hi, _ = f.counter_cumulative_bounds_j(t, e, [101 * MS], pt, pw)
+    assert lo[0] == pytest.approx(10.1, abs=1e-9) and hi[0] == pytest.approx(11.101, abs=1e-9)
