@@ -252,7 +252,7 @@ def main(argv=None) -> int:
     only = set(read_equivalent(args.only)) if args.only else None
     total = killed = 0
     survivors, equiv_seen = [], []
-    listed: set[tuple] = set()  # the keys of every mutant the groups hold
+    listed: set[tuple] = set()  # the keys of every mutant of the modules run
     t_start = time.monotonic()
     for group in args.group:
         mods, _, tests = group.partition("|")
@@ -267,7 +267,7 @@ def main(argv=None) -> int:
             ms = mutants_of(path, set(funcs.split(",")) if funcs else None)
             if only is not None:
                 ms = [m for m in ms if m.key in only]
-            listed.update(m.key for m in ms)
+            listed.update(m.key for m in mutants_of(path, None))  # the whole module's
             print(f"{path}{':' + funcs if funcs else ''}: {len(ms)} mutants, tests "
                   f"{' '.join(tests)} (timeout {timeout_s:.0f} s)", flush=True)
             for m in ms:
