@@ -545,6 +545,11 @@ def test_on_a_last_refresh_seen_twice_at_once_the_estimate_steps_back_one_pair(f
     est, _, _, _ = f.counter_cumulative_bounds_j(t, [0.0, 10.0, 20.0, 40.0, 70.0, 71.0],
                                                  [400 * MS])
     assert est[0] == pytest.approx(70.0)
+    # three refreshes at 200 ms (20, 21, 22 J) after one at 100 ms (10 J): back past all
+    # of them to the pair (100, 200 ms): 10 + 10 x 1 = 20 J
+    t = np.array([0, 100, 200, 200, 200], np.int64) * MS
+    est, _, _, _ = f.counter_cumulative_bounds_j(t, [0.0, 10.0, 20.0, 21.0, 22.0], [200 * MS])
+    assert est[0] == pytest.approx(20.0)
 
 
 @pytest.mark.parametrize("f", [T, R])
