@@ -332,6 +332,9 @@ def sampled_energy(tr: Trace, t0: int, t1: int, edge):
         ok = tr.energy_status == nvml.SUCCESS
         lat = tr.latency_ns[ok]
         tp, pw = tr.power_valid()
+        resets = K.counter_window_resets(te, ee, t0, t1, lat)
+        if resets:  # the window may have lost energy to them (the fitted bound's top holds it)
+            stats["counter_resets"] = resets
         e, low, high, period_s = K.counter_window_bounds_j(te, ee, t0, t1, tp, pw, lat)
         if e == e and low == low and high == high and e >= 0:  # not NaN
             stats.update(counter_edges="fitted", counter_period_s=period_s,

@@ -132,6 +132,10 @@ def steady_window(t_ns, rate, rel_tolerance: float) -> tuple[int, int, float]:
 
 
 def counter_refreshes(t_ns, energy_j, latency_ns=None):
+    return _refreshes(t_ns, energy_j, latency_ns)[:3]
+
+
+def _refreshes(t_ns, energy_j, latency_ns=None):
     t = checks.times(t_ns)
     e = checks.values(energy_j, t.shape[0], "energy_j")
     lat = np.zeros(t.shape[0], np.int64) if latency_ns is None else np.maximum(
@@ -139,14 +143,18 @@ def counter_refreshes(t_ns, energy_j, latency_ns=None):
     if lat.shape[0] != t.shape[0]:
         raise ValueError("latency_ns must have one value per sample")
     if t.size < 2:
-        return np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0)
+        return (np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0),
+                np.zeros(0, bool))
     steps = np.diff(e)
     val = e + np.concatenate(([0.0], np.cumsum(np.where(steps < 0, e[:-1], 0.0))))
     i = np.flatnonzero(np.diff(val) != 0) + 1
     lo = t[i - 1] - (lat[i - 1] + 1) // 2
     hi = t[i] + (lat[i] + 1) // 2
     lo = np.minimum.accumulate(lo[::-1])[::-1].copy()
-    return lo, np.maximum.accumulate(hi), val[i]
+    # a reset at sample s (a step down from s-1) belongs to the first refresh at or after s
+    resets = np.concatenate(([0], np.cumsum(steps < 0)))
+    rs = np.diff(np.concatenate(([0], resets[i]))) > 0
+    return lo, np.maximum.accumulate(hi), val[i], rs
 
 
 def _grid_numbers(y, p0):
@@ -226,7 +234,28 @@ def refresh_times_ns(earliest_ns, latest_ns, neighbours: int = 8):
 def counter_cumulative_bounds_j(t_ns, energy_j, q_ns, power_t_ns=None, power_w=None,
                                 latency_ns=None, resolution_j: float = 1e-3,
                                 neighbours: int = 8):
-    lo, hi, v = counter_refreshes(t_ns, energy_j, latency_ns)
+    return _bounds(t_ns, energy_j, q_ns, power_t_ns, power_w, latency_ns, resolution_j,
+                   neighbours)[:4]
+
+
+def _reset_losses(u, lo, hi, v, rs, pt, pw, pp_ns, resolution_j):
+    loss = np.zeros(u.size)
+    for m in np.flatnonzero(rs):
+        if m == 0:
+            loss[m] = np.inf
+            continue
+        p = list(pw[(pt >= lo[m - 1]) & (pt <= hi[m] + 2 * pp_ns)])
+        for a in (m - 2, m):
+            if 0 <= a < u.size - 1 and not rs[a + 1] and u[a + 1] > u[a]:
+                p.append((v[a + 1] - v[a]) / ((u[a + 1] - u[a]) * 1e-9))
+        loss[m] = (max(max(p), 0.0) * (hi[m] - lo[m - 1]) * 1e-9 + resolution_j if p
+                   else np.inf)
+    return loss
+
+
+def _bounds(t_ns, energy_j, q_ns, power_t_ns, power_w, latency_ns, resolution_j,
+            neighbours):
+    lo, hi, v, rs = _refreshes(t_ns, energy_j, latency_ns)
     u, period_s = refresh_times_ns(lo, hi, neighbours)
     q = checks.times(np.atleast_1d(np.asarray(q_ns)), "query times")
     if power_t_ns is None:
@@ -237,6 +266,8 @@ def counter_cumulative_bounds_j(t_ns, energy_j, q_ns, power_t_ns=None, power_w=N
     pp = update_period_s(pt, pw) if pt.size else float("nan")
     pp_ns = int(round(pp * 1e9)) if pp == pp else 0
     est, low, high = (np.full(q.shape[0], np.nan) for _ in range(3))
+    prior = np.full(q.shape[0], -1, np.int64)
+    loss = _reset_losses(u, lo, hi, v, rs, pt, pw, pp_ns, resolution_j)
     k = u.size
     for j, x in enumerate(q):
         if k < 2 or x < u[0] or x > u[-1]:
@@ -247,6 +278,7 @@ def counter_cumulative_bounds_j(t_ns, energy_j, q_ns, power_t_ns=None, power_w=N
         est[j] = v[a] + (v[a + 1] - v[a]) * (x - u[a]) / (u[a + 1] - u[a])
         ka = int(np.searchsorted(hi, x, side="right")) - 1
         kb = int(np.searchsorted(lo, x, side="left"))
+        prior[j] = ka
         if ka < 0 or kb >= k:
             continue
         near = pw[(pt >= lo[ka]) & (pt <= hi[kb] + 2 * pp_ns)]
@@ -263,15 +295,23 @@ def counter_cumulative_bounds_j(t_ns, energy_j, q_ns, power_t_ns=None, power_w=N
         before, after = dh >= 0, dl <= 0
         c_lo = np.where(before, v[r] + p_min * dh, v[r] + p_max * dh)
         c_hi = v[r] + resolution_j + np.where(after, p_min * dl, p_max * dl)
+        # past a reset after refresh ka a refresh's value is low by up to its loss
+        c_hi = c_hi + np.cumsum(np.where(rs[r] & (r > ka), loss[r], 0.0))
         low[j], high[j] = c_lo.max(), c_hi.min()
-    return est, low, high, period_s
+    return est, low, high, period_s, prior, loss
 
 
 def counter_window_bounds_j(t_ns, energy_j, t0_ns: int, t1_ns: int, power_t_ns=None,
                             power_w=None, latency_ns=None, resolution_j: float = 1e-3):
     if t1_ns < t0_ns:
         raise ValueError("t1_ns is before t0_ns")
-    est, low, high, period_s = counter_cumulative_bounds_j(
-        t_ns, energy_j, [t0_ns, t1_ns], power_t_ns, power_w, latency_ns, resolution_j)
-    return (float(est[1] - est[0]), float(low[1] - high[0]), float(high[1] - low[0]),
-            period_s)
+    est, low, high, period_s, before, loss = _bounds(
+        t_ns, energy_j, [t0_ns, t1_ns], power_t_ns, power_w, latency_ns, resolution_j, 8)
+    lost = loss[before[0] + 1:before[1] + 1].sum() if before[0] >= 0 else 0.0
+    high_j = float(high[1] - low[0] + lost) if lost < np.inf else float("nan")
+    return float(est[1] - est[0]), float(low[1] - high[0]), high_j, period_s
+
+
+def counter_window_resets(t_ns, energy_j, t0_ns: int, t1_ns: int, latency_ns=None) -> int:
+    lo, hi, _, rs = _refreshes(t_ns, energy_j, latency_ns)
+    return sum(1 for k in np.flatnonzero(rs) if k >= 1 and hi[k] > t0_ns and lo[k - 1] < t1_ns)

@@ -5,7 +5,9 @@ Index and unit conventions, shared by every kernel here and its twin:
 - ``t_ns``: int64 monotonic timestamps in ns, sorted non-decreasing (duplicates allowed).
 - ``energy_j``: a cumulative energy counter in J, as sampled (stale repeats allowed; a
   negative step is a counter reset or wraparound and is unwrapped by adding the value
-  before the step: a reset to zero then loses nothing but the part of one update period).
+  before the step: a reset to zero then loses the energy between the last refresh before
+  it and the reset, up to one update period's; the bounded estimate widens the upper
+  bound of a window holding a reset by as much, see :func:`counter_window_bounds_j`).
 - ``power_w``: power samples in W.
 - Query times (window edges, marks) are int64 ns and must be sorted.
 
@@ -320,12 +322,13 @@ def steady_window(t_ns, rate, rel_tolerance: float) -> tuple[int, int, float]:
 
 
 @numba.njit(cache=True, nogil=True)
-def _counter_updates(t, e, lat, lo, hi, v):
-    """Refreshes of a sampled counter: (code, index, count); lo/hi/v filled up to count.
+def _counter_updates(t, e, lat, lo, hi, v, rs):
+    """Refreshes of a sampled counter: (code, index, count); lo/hi/v/rs filled up to count.
 
     Refresh k was seen first at sample i: it happened after the read of sample i-1 and
     no later than the read of sample i. A read lies within half its call's latency of
     its timestamp (the call's midpoint), so lo = t[i-1] - lat[i-1]/2, hi = t[i] + lat[i]/2.
+    rs[k] is True where the counter stepped down (a reset) since refresh k-1.
     """
     n = t.shape[0]
     if n == 0:
@@ -336,6 +339,7 @@ def _counter_updates(t, e, lat, lo, hi, v):
     prev_raw = e[0]
     prev_val = e[0]
     k = 0
+    reset = False
     for i in range(1, n):
         if t[i] < t[i - 1]:
             return 1, i, 0
@@ -344,6 +348,7 @@ def _counter_updates(t, e, lat, lo, hi, v):
             return 2, i, 0
         if raw < prev_raw:  # reset or wraparound, unwrapped as in _counter_cumulative
             offset += prev_raw
+            reset = True
         prev_raw = raw
         val = raw + offset
         if val == prev_val:
@@ -352,6 +357,8 @@ def _counter_updates(t, e, lat, lo, hi, v):
         lo[k] = t[i - 1] - (lat[i - 1] + 1) // 2
         hi[k] = t[i] + (lat[i] + 1) // 2
         v[k] = val
+        rs[k] = reset
+        reset = False
         k += 1
     return 0, 0, k
 
@@ -507,14 +514,49 @@ def _fit_refresh_times(lo, hi, neighbours, out):
 
 
 @numba.njit(cache=True, nogil=True)
-def _bounded_cumulative(u, lo, hi, v, pt, pw, q, p_period_ns, res_j, est, e_lo, e_hi):
-    """Interpolated cumulative energy at each query and an interval holding the truth."""
+def _reset_losses(u, lo, hi, v, rs, pt, pw, p_period_ns, res_j, out):
+    """The most energy (J) each reset refresh k can have lost (0 where none; inf where
+    nothing bounds the power): the reset fell between refresh k-1 and k, so the energy
+    from refresh k-1 to the reset, at most P_max (hi[k] - lo[k-1]), is not in the
+    unwrapped counter, plus one resolution step (the value before the reset is floored).
+    P_max is the highest power reading from lo[k-1] to two power periods after hi[k] and
+    the counter's mean power over the refresh intervals beside it that hold no reset."""
+    k = u.shape[0]
+    npw = pt.shape[0]
+    for m in range(k):
+        out[m] = 0.0
+        if not rs[m]:
+            continue
+        out[m] = np.inf
+        if m == 0:
+            continue  # no refresh before it: the lost interval is unbounded
+        p_max = -np.inf
+        i = np.searchsorted(pt, lo[m - 1], side="left")
+        while i < npw and pt[i] <= hi[m] + 2 * p_period_ns:
+            p_max = max(p_max, pw[i])
+            i += 1
+        for a in (m - 2, m):  # the intervals (m-2, m-1) and (m, m+1)
+            if a >= 0 and a + 1 < k and not rs[a + 1] and u[a + 1] > u[a]:
+                p_max = max(p_max, (v[a + 1] - v[a]) / ((u[a + 1] - u[a]) * 1e-9))
+        if p_max > -np.inf:
+            out[m] = max(p_max, 0.0) * (hi[m] - lo[m - 1]) * 1e-9 + res_j
+
+
+@numba.njit(cache=True, nogil=True)
+def _bounded_cumulative(u, lo, hi, v, rs, loss, pt, pw, q, p_period_ns, res_j, est, e_lo,
+                        e_hi, before):
+    """Interpolated cumulative energy at each query and an interval holding the truth.
+
+    The interval is on the scale of the last refresh provably before the query
+    (before[j], -1 where none): a reset after it lowers the later refreshes' values by
+    up to its loss, which widens their upper bounds."""
     k = u.shape[0]
     npw = pt.shape[0]
     for j in range(q.shape[0]):
         est[j] = np.nan
         e_lo[j] = np.nan
         e_hi[j] = np.nan
+        before[j] = -1
         x = q[j]
         if k < 2 or x < u[0] or x > u[k - 1]:
             continue
@@ -527,6 +569,7 @@ def _bounded_cumulative(u, lo, hi, v, pt, pw, q, p_period_ns, res_j, est, e_lo, 
         # refreshes provably before (hi <= x) and after (lo >= x) the query, and between
         ka = np.searchsorted(hi, x, side="right") - 1
         kb = np.searchsorted(lo, x, side="left")
+        before[j] = ka
         if ka < 0 or kb >= k:
             continue
         # the power range around the edge: readings that can describe [lo[ka], hi[kb]]
@@ -549,7 +592,10 @@ def _bounded_cumulative(u, lo, hi, v, pt, pw, q, p_period_ns, res_j, est, e_lo, 
             continue
         low = -np.inf
         high = np.inf
+        lost = 0.0  # the most the resets after refresh ka and up to m can have lost
         for m in range(ka, kb + 1):
+            if m > ka and rs[m]:
+                lost += loss[m]
             # E(refresh m) is in [v, v + res]; power in [p_min, p_max] between it and x
             dl = (x - lo[m]) * 1e-9  # time from the earliest refresh to x
             dh = (x - hi[m]) * 1e-9  # time from the latest refresh to x
@@ -563,9 +609,30 @@ def _bounded_cumulative(u, lo, hi, v, pt, pw, q, p_period_ns, res_j, est, e_lo, 
                 c_lo = v[m] + p_max * dh
                 c_hi = v[m] + res_j + p_max * dl
             low = max(low, c_lo)
-            high = min(high, c_hi)
+            high = min(high, c_hi + lost)
         e_lo[j] = low
         e_hi[j] = high
+
+
+def _refreshes(t_ns, energy_j, latency_ns=None) -> tuple[np.ndarray, np.ndarray,
+                                                         np.ndarray, np.ndarray]:
+    """:func:`counter_refreshes` and, per refresh, whether a reset came before it."""
+    t = checks.times(t_ns, scan=False)
+    e = checks.values(energy_j, t.shape[0], "energy_j", scan=False)
+    lat = (np.zeros(t.shape[0], np.int64) if latency_ns is None
+           else checks.times(np.maximum(np.asarray(latency_ns), 0), "latency_ns", scan=False))
+    if lat.shape[0] != t.shape[0]:
+        raise ValueError("latency_ns must have one value per sample")
+    lo = np.empty(max(t.shape[0] - 1, 0), np.int64)
+    hi = np.empty_like(lo)
+    v = np.empty(lo.shape[0], np.float64)
+    rs = np.zeros(lo.shape[0], np.bool_)
+    code, i, k = _counter_updates(t, e, lat, lo, hi, v, rs)
+    _raise(code, i, "energy_j")
+    # latencies can make neighbouring bounds cross; widening keeps them true and sorted
+    lo = np.minimum.accumulate(lo[:k][::-1])[::-1].copy()
+    hi = np.maximum.accumulate(hi[:k])
+    return lo, hi, v[:k], rs[:k].copy()
 
 
 def counter_refreshes(t_ns, energy_j, latency_ns=None) -> tuple[np.ndarray, np.ndarray,
@@ -578,21 +645,7 @@ def counter_refreshes(t_ns, energy_j, latency_ns=None) -> tuple[np.ndarray, np.n
         half each call's ``latency_ns`` is added on either side) and set the unwrapped
         counter to value_j[k].
     """
-    t = checks.times(t_ns, scan=False)
-    e = checks.values(energy_j, t.shape[0], "energy_j", scan=False)
-    lat = (np.zeros(t.shape[0], np.int64) if latency_ns is None
-           else checks.times(np.maximum(np.asarray(latency_ns), 0), "latency_ns", scan=False))
-    if lat.shape[0] != t.shape[0]:
-        raise ValueError("latency_ns must have one value per sample")
-    lo = np.empty(max(t.shape[0] - 1, 0), np.int64)
-    hi = np.empty_like(lo)
-    v = np.empty(lo.shape[0], np.float64)
-    code, i, k = _counter_updates(t, e, lat, lo, hi, v)
-    _raise(code, i, "energy_j")
-    # latencies can make neighbouring bounds cross; widening keeps them true and sorted
-    lo = np.minimum.accumulate(lo[:k][::-1])[::-1].copy()
-    hi = np.maximum.accumulate(hi[:k])
-    return lo, hi, v[:k]
+    return _refreshes(t_ns, energy_j, latency_ns)[:3]
 
 
 def refresh_times_ns(earliest_ns, latest_ns, neighbours: int = 8) -> tuple[np.ndarray, float]:
@@ -655,6 +708,15 @@ def counter_cumulative_bounds_j(t_ns, energy_j, q_ns, power_t_ns=None, power_w=N
     power averages about 25 ms of each 100 ms on H100). ``true`` here is the counter's own
     integral; the sensor's accuracy against a wall meter is a separate matter.
 
+    Resets. A reset between refresh k-1 and k loses the energy from refresh k-1 to the
+    reset (the unwrapping adds the value before it), at most P_max (hi_k - lo_(k-1)) plus
+    one resolution step, P_max the highest power reading over that span (to two power
+    periods after) and the counter's mean power over the refresh intervals beside it.
+    Each query's interval is on the scale of its last refresh provably before it: later
+    refreshes past a reset have their upper bounds raised by that reset's loss. A window
+    across a reset adds the losses of the resets between its edges' scales to its upper
+    bound (:func:`counter_window_bounds_j`).
+
     Args:
         t_ns, energy_j: the counter's samples (as for :func:`counter_cumulative_j`).
         q_ns: sorted query times (window edges).
@@ -671,7 +733,17 @@ def counter_cumulative_bounds_j(t_ns, energy_j, q_ns, power_t_ns=None, power_w=N
         window's energy is estimate[1] - estimate[0], within
         [low[1] - high[0], high[1] - low[0]]; period_s is the fitted refresh period.
     """
-    lo, hi, v = counter_refreshes(t_ns, energy_j, latency_ns)
+    est, low, high, period_s, _, _ = _bounds(t_ns, energy_j, q_ns, power_t_ns, power_w,
+                                             latency_ns, resolution_j, neighbours)
+    return est, low, high, period_s
+
+
+def _bounds(t_ns, energy_j, q_ns, power_t_ns, power_w, latency_ns, resolution_j,
+            neighbours) -> tuple[np.ndarray, np.ndarray, np.ndarray, float, np.ndarray,
+                                 np.ndarray]:
+    """:func:`counter_cumulative_bounds_j`, and per query the index of its last refresh
+    provably before it (-1: none), and per refresh the most its reset lost (0: none)."""
+    lo, hi, v, rs = _refreshes(t_ns, energy_j, latency_ns)
     u, period_s = refresh_times_ns(lo, hi, neighbours)
     q = _queries(q_ns)
     if power_t_ns is None:
@@ -682,9 +754,12 @@ def counter_cumulative_bounds_j(t_ns, energy_j, q_ns, power_t_ns=None, power_w=N
     p_period = update_period_s(pt, pw) if pt.size else float("nan")
     p_period_ns = np.int64(round(p_period * 1e9)) if p_period == p_period else np.int64(0)
     est, low, high = (np.empty(q.shape[0], np.float64) for _ in range(3))
-    _bounded_cumulative(u, lo, hi, v, pt, pw, q, p_period_ns, float(resolution_j),
-                        est, low, high)
-    return est, low, high, period_s
+    loss = np.empty(u.shape[0], np.float64)
+    before = np.empty(q.shape[0], np.int64)
+    _reset_losses(u, lo, hi, v, rs, pt, pw, p_period_ns, float(resolution_j), loss)
+    _bounded_cumulative(u, lo, hi, v, rs, loss, pt, pw, q, p_period_ns,
+                        float(resolution_j), est, low, high, before)
+    return est, low, high, period_s, before, loss
 
 
 def counter_window_bounds_j(t_ns, energy_j, t0_ns: int, t1_ns: int, power_t_ns=None,
@@ -697,11 +772,26 @@ def counter_window_bounds_j(t_ns, energy_j, t0_ns: int, t1_ns: int, power_t_ns=N
         true energy (see :func:`counter_cumulative_bounds_j` for the premise), and the
         fitted refresh period. The edge bound of the window is
         max(energy_j - low_j, high_j - energy_j). NaN where the trace does not bracket
-        both edges with refreshes.
+        both edges with refreshes. A window across a counter reset: the estimate misses
+        the energy the reset lost, and high_j holds it (the most each reset between the
+        edges' last refreshes can have lost is added; see
+        :func:`counter_cumulative_bounds_j`); NaN where no power reading or counter
+        slope bounds the power around the reset.
     """
     if t1_ns < t0_ns:
         raise ValueError("t1_ns is before t0_ns")
-    est, low, high, period_s = counter_cumulative_bounds_j(
-        t_ns, energy_j, [t0_ns, t1_ns], power_t_ns, power_w, latency_ns, resolution_j)
-    return (float(est[1] - est[0]), float(low[1] - high[0]), float(high[1] - low[0]),
-            period_s)
+    est, low, high, period_s, before, loss = _bounds(
+        t_ns, energy_j, [t0_ns, t1_ns], power_t_ns, power_w, latency_ns, resolution_j, 8)
+    lost = float(loss[before[0] + 1:before[1] + 1].sum()) if before[0] >= 0 else 0.0
+    high_j = float(high[1] - low[0] + lost) if lost < np.inf else float("nan")
+    return float(est[1] - est[0]), float(low[1] - high[0]), high_j, period_s
+
+
+def counter_window_resets(t_ns, energy_j, t0_ns: int, t1_ns: int, latency_ns=None) -> int:
+    """How many counter resets can have lost energy inside [t0, t1]: resets whose span,
+    from the earliest time of the refresh before them to the latest of the refresh that
+    shows them, overlaps the window."""
+    lo, hi, _, rs = _refreshes(t_ns, energy_j, latency_ns)
+    k = np.flatnonzero(rs)
+    k = k[k >= 1]
+    return int(np.count_nonzero((hi[k] > t0_ns) & (lo[k - 1] < t1_ns)))

@@ -15,6 +15,13 @@ Usage: mutate.py --group "MODULE[:func,func] ...|TEST ..." [--group ...]
 MODULE is a path from the repository root (kernels/x.py is bench.kernels.x). Survivors
 listed in the equivalent file (one id a line, then `  # why`) are reported apart and
 left out of the score.
+
+A mutant's id reads ``path::func:line:col what | source text`` (``| occurrence N`` added
+when the same text, column and mutation appear more than once in one function). The
+line number is for people only: a listed id matches a mutant by path, function, the
+stripped text of the mutated line (comments left out), column, mutation and occurrence,
+so code that moves keeps its entries, and a line whose text changed must be judged again
+(its entry is then reported as not matched).
 """
 
 from __future__ import annotations
@@ -23,10 +30,13 @@ import argparse
 import ast
 import copy
 import importlib
+import io
 import os
+import re
 import signal
 import sys
 import time
+import tokenize
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -47,10 +57,40 @@ class Mutant:
     col: int
     what: str
     index: int  # the n-th mutation point of the module, in walk order
+    text: str = ""  # the mutated line, stripped, comments left out
+    occurrence: int = 1  # the n-th mutant with this key in its function
 
     @property
     def ident(self) -> str:
-        return f"{self.path}::{self.func}:{self.line}:{self.col} {self.what}"
+        extra = f" | occurrence {self.occurrence}" if self.occurrence > 1 else ""
+        return f"{self.path}::{self.func}:{self.line}:{self.col} {self.what} | {self.text}{extra}"
+
+    @property
+    def key(self) -> tuple[str, str, str, int, str, int]:
+        """What identifies the mutant in the equivalent list: no line number."""
+        return (self.path, self.func, self.text, self.col, self.what, self.occurrence)
+
+
+_IDENT = re.compile(r"^(?P<path>\S+?)::(?P<func>[^:\s]+):(?P<line>\d+):(?P<col>\d+) "
+                    r"(?P<what>.+?) \| (?P<text>.*?)(?: \| occurrence (?P<occ>\d+))?$")
+
+
+def parse_ident(ident: str) -> tuple[str, str, str, int, str, int]:
+    """The key (see :attr:`Mutant.key`) of an id as printed; ValueError if malformed."""
+    m = _IDENT.match(ident.strip())
+    if m is None:
+        raise ValueError(f"not a mutant id (path::func:line:col what | text): {ident!r}")
+    return (m["path"], m["func"], m["text"], int(m["col"]), m["what"], int(m["occ"] or 1))
+
+
+def line_texts(source: str) -> list[str]:
+    """Each line of the source, stripped, with its comment left out (index 0 is line 1)."""
+    lines = source.splitlines()
+    for tok in tokenize.generate_tokens(io.StringIO(source).readline):
+        if tok.type == tokenize.COMMENT:
+            row, col = tok.start
+            lines[row - 1] = lines[row - 1][:col]
+    return [line.strip() for line in lines]
 
 
 def _points(tree: ast.AST):
@@ -109,12 +149,19 @@ def _points(tree: ast.AST):
     yield from walk(tree, "<module>")
 
 
-def mutants_of(path: str, funcs: set[str] | None) -> list[Mutant]:
-    tree = ast.parse((ROOT / path).read_text())
+def mutants_of(path: str, funcs: set[str] | None, source: str | None = None) -> list[Mutant]:
+    """The module's mutants (of the listed functions only, if any); source: the file's."""
+    if source is None:
+        source = (ROOT / path).read_text()
+    texts = line_texts(source)
+    seen: dict[tuple, int] = {}
     out = []
-    for i, (node, func, what, _) in enumerate(_points(tree)):
+    for i, (node, func, what, _) in enumerate(_points(ast.parse(source))):
+        text = texts[node.lineno - 1]
+        n = seen[func, text, node.col_offset, what] = seen.get(
+            (func, text, node.col_offset, what), 0) + 1
         if funcs is None or func in funcs:
-            out.append(Mutant(path, func, node.lineno, node.col_offset, what, i))
+            out.append(Mutant(path, func, node.lineno, node.col_offset, what, i, text, n))
     return out
 
 
@@ -173,13 +220,17 @@ def run(path: str, source: str | None, tests: list[str], timeout_s: float) -> st
         time.sleep(0.01)
 
 
-def read_equivalent(path: Path | None) -> dict[str, str]:
+def read_equivalent(path: Path | None) -> dict[tuple, tuple[str, str]]:
+    """Key -> (id as listed, why) for each entry of the file (one id a line, "  # why")."""
     out = {}
     if path and path.exists():
-        for line in path.read_text().splitlines():
+        for n, line in enumerate(path.read_text().splitlines(), 1):
             if line.strip() and not line.startswith("#"):
-                ident, _, why = line.partition("  # ")
-                out[ident.strip()] = why.strip()
+                ident, _, why = line.rpartition("  # ") if "  # " in line else (line, "", "")
+                try:
+                    out[parse_ident(ident)] = (ident.strip(), why.strip())
+                except ValueError as e:
+                    raise SystemExit(f"{path}:{n}: {e}") from None
     return out
 
 
@@ -201,6 +252,7 @@ def main(argv=None) -> int:
     only = set(read_equivalent(args.only)) if args.only else None
     total = killed = 0
     survivors, equiv_seen = [], []
+    listed: set[tuple] = set()  # the keys of every mutant of the modules run
     t_start = time.monotonic()
     for group in args.group:
         mods, _, tests = group.partition("|")
@@ -214,7 +266,8 @@ def main(argv=None) -> int:
             path, _, funcs = spec.partition(":")
             ms = mutants_of(path, set(funcs.split(",")) if funcs else None)
             if only is not None:
-                ms = [m for m in ms if m.ident in only]
+                ms = [m for m in ms if m.key in only]
+            listed.update(m.key for m in mutants_of(path, None))  # the whole module's
             print(f"{path}{':' + funcs if funcs else ''}: {len(ms)} mutants, tests "
                   f"{' '.join(tests)} (timeout {timeout_s:.0f} s)", flush=True)
             for m in ms:
@@ -222,7 +275,7 @@ def main(argv=None) -> int:
                     print("  ", m.ident)
                     continue
                 outcome = run(path, mutated_source(path, m.index), tests, timeout_s)
-                if outcome == "survived" and m.ident in equivalent:
+                if outcome == "survived" and m.key in equivalent:
                     equiv_seen.append(m)
                     continue
                 total += 1
@@ -239,7 +292,13 @@ def main(argv=None) -> int:
     for m in survivors:
         print(f"survived: {m.ident}")
     for m in equiv_seen:
-        print(f"equivalent: {m.ident}  # {equivalent[m.ident]}")
+        print(f"equivalent: {m.ident}  # {equivalent[m.key][1]}")
+    # entries for the modules run that name no mutant: their line's text changed (judge
+    # the mutant again) or it is gone; shown, not counted
+    paths = {k[0] for k in listed}
+    for key, (ident, _) in equivalent.items():
+        if key[0] in paths and key not in listed and only is None:
+            print(f"not matched (line changed or gone): {ident}")
     return 0 if not survivors else 1
 
 

@@ -16,6 +16,7 @@ import pytest
 
 from bench import runner
 from bench.devices import Device
+from bench.kernels import trace as K
 from bench.results import figures, io
 from bench.results import validate as V
 
@@ -288,6 +289,25 @@ def test_counter_reset_mid_window_is_accepted(counter_run, tmp_path):
     trace["energy_j"] = e
     pq.write_table(pa.Table.from_pandas(trace, preserve_index=False), run / "trace.parquet")
     doc["trace"]["sha256"] = io.sha256_file(run / "trace.parquet")
+    # what the sampler records for a window holding a reset: the interval's top raised by
+    # what the reset can have lost, and the count (so the cell's largest edge bound too)
+    rd = rep["readings"][0]
+    st = rd["stats"]
+    counter, power, _ = V._device_samples(io.read_trace(run / "trace.parquet"))
+    (tc, ec, lat), (tp, pw) = counter[rd["device"]], power[rd["device"]]
+    keep = (tc >= st["trace_from_ns"]) & (tc <= st["trace_to_ns"])
+    pkeep = (tp >= st["trace_from_ns"]) & (tp <= st["trace_to_ns"])
+    est, low, high, _ = K.counter_window_bounds_j(tc[keep], ec[keep], rep["t0_ns"],
+                                                  rep["t1_ns"], tp[pkeep], pw[pkeep],
+                                                  lat[keep])
+    assert high > st["energy_high_j"] and est == pytest.approx(rd["energy_j"], rel=1e-3)
+    st.update(energy_low_j=low, energy_high_j=high, edge_bound_j=max(est - low, high - est),
+              counter_resets=K.counter_window_resets(tc[keep], ec[keep], rep["t0_ns"],
+                                                     rep["t1_ns"], lat[keep]))
+    assert st["counter_resets"] == 1
+    cell = doc["cells"][1]
+    cell["uncertainty"]["edge_bound_rel_max"] = figures._edge_bound_rel(cell["repeats"],
+                                                                        cell["scope"])
     write(run, doc)
     bad = [c.line() for c in V.validate(run) if not c.ok]
     assert bad == []

@@ -304,3 +304,301 @@ def test_a_stall_over_a_missed_refresh_does_not_shift_the_grid(f):
     assert period == pytest.approx(0.1, rel=1e-4)
     # every refresh placed back on its grid time, to within the prompt reads' 0.2 ms
     assert np.max(np.abs(u - true)) <= 200_000
+
+
+# --- a counter reset inside a window ------------------------------------------------
+
+# Samples every 10 ms, the counter refreshing every 100 ms at 100 W (E(u) = 100 W x u),
+# read promptly. It restarts from 0 at 250 ms (E = 25 J), so from the refresh at 300 ms
+# it reads E(u) - 25 J: unwrapped 25, 35, 45 J at 300, 400, 500 ms; the 5 J from 200 ms
+# to the reset are lost.
+RESET_T = np.arange(0, 510, 10, dtype=np.int64) * MS
+RESET_E = np.array([10.0 * (x // 100) - (25.0 if x >= 300 else 0.0)
+                    for x in range(0, 510, 10)])
+
+
+@pytest.mark.parametrize("f", [T, R])
+@pytest.mark.parametrize("power", [True, False])
+def test_a_window_across_a_reset_widens_its_upper_bound_by_what_the_reset_can_lose(f, power):
+    pt, pw = (RESET_T, np.full(RESET_T.size, 100.0)) if power else (None, None)
+    # [100, 400] ms: true 30 J; the estimate 35 - 10 = 25 J misses the lost 5 J.
+    # At 100 ms: refresh 0 (seen 90..100 ms) bounds E to [10, 10.001 + 100 W x 10 ms];
+    # at 400 ms refresh 3 to [35, 36.001] (both refreshes around 400 ms show 100 W).
+    # The reset fell between refresh 1 (earliest 190 ms) and refresh 2 (latest 300 ms);
+    # the highest power there is 100 W (the readings; the counter's 100 W on either
+    # side), so it can have lost 100 W x 110 ms + 1 mJ = 11.001 J. The window:
+    # [35 - 11.001, 36.001 - 10 + 11.001] = [23.999, 37.002], holding the true 30 J
+    # (without the reset's share the top, 26.001 J, would not).
+    est, lo, hi, period = f.counter_window_bounds_j(RESET_T, RESET_E, 100 * MS, 400 * MS,
+                                                    pt, pw)
+    assert est == pytest.approx(25.0, abs=1e-9)
+    assert lo == pytest.approx(23.999, abs=1e-9)
+    assert hi == pytest.approx(37.002, abs=1e-9)
+    assert period == pytest.approx(0.1, rel=1e-12)
+    assert f.counter_window_resets(RESET_T, RESET_E, 100 * MS, 400 * MS) == 1
+    # an edge between the refreshes around the reset: at 250 ms refresh 1 (200 ms) gives
+    # [20 + 50 W x 50 ms, 20.001 + 100 W x 60 ms] (50 W: the counter's mean over the
+    # reset's interval, (25 - 20) J / 0.1 s); refresh 2 (290..300 ms) gives at most
+    # 25.001 - 50 W x 40 ms + 11.001 (its value is low by what the reset lost) and at
+    # least 25 - 100 W x 50 ms: [22.5, 26.001], holding E(250 ms) = 25 J
+    _, lo, hi, _ = f.counter_cumulative_bounds_j(RESET_T, RESET_E, [250 * MS], pt, pw)
+    assert lo[0] == pytest.approx(22.5, abs=1e-9) and hi[0] == pytest.approx(26.001, abs=1e-9)
+    # on the reset's own refresh (300 ms) the scale is that refresh's: [25, 25.001 +
+    # 100 W x 10 ms], refresh 3 (390..400 ms) giving [35 - 100 W x 0.1 s, 35.001 -
+    # 50 W x 90 ms] = [25, 30.501]: [25, 26.001], E(300 ms) less the lost 5 J being 25 J
+    _, lo, hi, _ = f.counter_cumulative_bounds_j(RESET_T, RESET_E, [300 * MS], pt, pw)
+    assert lo[0] == pytest.approx(25.0, abs=1e-9) and hi[0] == pytest.approx(26.001, abs=1e-9)
+    # a window after the reset's refresh is not widened and holds no reset: at 310 ms
+    # refresh 2 gives [25 + 1, 25.001 + 100 W x 20 ms], refresh 3 (390..400 ms) the same
+    # from above (35 - 100 W x 90 ms = 26; 35.001 - 100 W x 80 ms = 27.001); at 490 ms
+    # likewise [44, 45.001]: [44 - 27.001, 45.001 - 26] = [16.999, 19.001]
+    est, lo, hi, _ = f.counter_window_bounds_j(RESET_T, RESET_E, 310 * MS, 490 * MS, pt, pw)
+    assert est == pytest.approx(18.0, abs=1e-9)
+    assert (lo, hi) == (pytest.approx(16.999, abs=1e-9), pytest.approx(19.001, abs=1e-9))
+    assert f.counter_window_resets(RESET_T, RESET_E, 310 * MS, 490 * MS) == 0
+    # refresh 1 happened after 190 ms (the read there showed 0 J) and the lost span runs
+    # from it to the reset: a window ending at 190 ms holds none of it, one ending at
+    # 200 ms may
+    assert f.counter_window_resets(RESET_T, RESET_E, 100 * MS, 190 * MS) == 0
+    assert f.counter_window_resets(RESET_T, RESET_E, 100 * MS, 200 * MS) == 1
+    assert f.counter_window_resets(RESET_T, RESET_E, 300 * MS, 400 * MS) == 0
+
+
+@pytest.mark.parametrize("f", [T, R])
+def test_a_reset_with_nothing_to_bound_the_power_around_it_has_no_upper_bound(f):
+    # refreshes at 100..500 ms, unwrapped 10, 15, 17, 19, 21 J: resets before the second
+    # and the third. No power readings; the first reset has no interval free of a reset
+    # beside it (before: none; after: the second reset's), so nothing bounds what it
+    # lost; the second has (300, 400 ms) at 20 W: 20 W x (300 - 100 ms) + 1 mJ.
+    t = np.array([0, 100, 200, 300, 400, 500], np.int64) * MS
+    e = np.array([0.0, 10.0, 5.0, 2.0, 4.0, 6.0])
+    est, lo, hi, _ = f.counter_window_bounds_j(t, e, 150 * MS, 350 * MS)
+    assert np.isnan(hi) and est == pytest.approx(18.0 - 12.5) and not np.isnan(lo)
+    assert f.counter_window_resets(t, e, 150 * MS, 350 * MS) == 2
+    # from 250 ms the first reset is behind the window's first edge: only the second's
+    # 4.001 J counts. At 250 ms (the counter's means 50, 20, 20, 20 W around it):
+    # refresh 1 (200 ms) gives [15 + 20 W x 50 ms, 15.001 + 50 W x 150 ms] = [16, 22.501];
+    # refresh 2 (200..300 ms, either side) [17 - 50 W x 50 ms, 17.001 + 50 W x 50 ms +
+    # 4.001] = [14.5, 23.502]; refresh 3 (300..400 ms, after) [19 - 50 W x 150 ms,
+    # 19.001 - 20 W x 50 ms + 4.001] = [11.5, 22.002]: [16, 22.002]. At 400 ms, at 20 W:
+    # [19, 21.001]. So [19 - 22.002, 21.001 - 16 + 4.001] = [-3.002, 9.002]
+    est, lo, hi, _ = f.counter_window_bounds_j(t, e, 250 * MS, 400 * MS)
+    assert est == pytest.approx(19.0 - 16.0)
+    assert (lo, hi) == (pytest.approx(-3.002, abs=1e-9), pytest.approx(9.002, abs=1e-9))
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_twins_agree_on_simulated_traces_with_resets(seed):
+    rng = np.random.default_rng(100 + seed)
+    k = int(rng.integers(2, 8))
+    bt = np.sort(rng.integers(0, 3 * S, k))
+    bw = rng.uniform(0, 900, k)
+    t, e, lat, p = simulate(rng, bt, bw, 3 * S, int(rng.integers(10, 150)) * MS,
+                            int(rng.integers(0, 10 * MS)), int(rng.integers(1, 4)) * MS,
+                            float(rng.uniform(0, 0.3)), 50_000, 50 * MS)
+    for cut in np.sort(rng.integers(1, t.size, 2)):
+        e[cut:] -= e[cut - 1] - rng.uniform(0, 0.5)  # restarts near 0 (it may repeat)
+    q = np.sort(rng.integers(0, 3 * S, 40))
+    for a, b in zip(T.counter_cumulative_bounds_j(t, e, q, t, p, lat),
+                    R.counter_cumulative_bounds_j(t, e, q, t, p, lat), strict=True):
+        agree(a, b)
+    for a0, a1 in zip(q[:-1:4], q[1::4], strict=True):
+        agree(np.array(T.counter_window_bounds_j(t, e, a0, a1, t, p, lat)),
+              np.array(R.counter_window_bounds_j(t, e, a0, a1, t, p, lat)))
+        assert (T.counter_window_resets(t, e, a0, a1, lat)
+                == R.counter_window_resets(t, e, a0, a1, lat))
+
+
+# Refreshes every 100 ms from 100 to 900 ms at 100 W, read every 10 ms; a reset at 450 ms
+# (E = 45 J), seen at the refresh at 500 ms (earliest 490 ms); the refresh before it
+# earliest at 390 ms.
+LONG_T = np.arange(0, 1010, 10, dtype=np.int64) * MS
+LONG_E = np.array([10.0 * (x // 100) - (45.0 if x >= 500 else 0.0) for x in range(0, 1010, 10)])
+
+
+@pytest.mark.parametrize("f", [T, R])
+@pytest.mark.parametrize("spike_ms, lost_power_w", [
+    (390, 300.0),  # on the earliest time of the refresh before the reset: counted
+    (380, 100.0),  # before it: not (the counter's 100 W is the highest then)
+    (520, 300.0),  # two power periods (10 ms: one reading long) past the latest: counted
+    (530, 100.0),  # three: not
+])
+def test_the_power_readings_that_bound_a_reset_are_those_from_the_refresh_before_it(
+        f, spike_ms, lost_power_w):
+    # power readings of 100 W, one of them 300 W; the window's edges (150, 850 ms) see
+    # none of it, so only the reset's loss changes: P_max x (500 - 390 ms) + 1 mJ
+    flat = np.full(LONG_T.size, 100.0)
+    pw = flat.copy()
+    pw[LONG_T == spike_ms * MS] = 300.0
+    _, lo0, hi0, _ = f.counter_window_bounds_j(LONG_T, LONG_E, 150 * MS, 850 * MS, LONG_T,
+                                               flat)
+    _, lo, hi, _ = f.counter_window_bounds_j(LONG_T, LONG_E, 150 * MS, 850 * MS, LONG_T, pw)
+    assert lo == lo0
+    # without the spike the loss is 100 W x 0.11 s + 1 mJ = 11.001 J
+    assert hi - hi0 == pytest.approx((lost_power_w - 100.0) * 0.11, abs=1e-9)
+
+
+@pytest.mark.parametrize("f", [T, R])
+def test_a_reset_before_the_second_refresh_is_bounded(f):
+    # the reset at 150 ms, seen at the second refresh (200 ms, earliest 190 ms): it can
+    # have lost 100 W x (200 - 90 ms) + 1 mJ = 11.001 J; [150, 350 ms] holds the truth 20 J
+    e = np.array([10.0 * (x // 100) - (15.0 if x >= 200 else 0.0) for x in range(0, 510, 10)])
+    est, lo, hi, _ = f.counter_window_bounds_j(RESET_T, e, 150 * MS, 350 * MS, RESET_T,
+                                               np.full(RESET_T.size, 100.0))
+    assert lo <= 20.0 <= hi and hi - est > 5.0 and np.isfinite(hi)
+    # the same from the counter alone: 100 W beside the reset (200..300 ms)
+    assert _reset_share(f, RESET_T, e, 150 * MS, 350 * MS) == pytest.approx(11.001, abs=1e-9)
+    # a window of no length: no energy, and no error
+    assert f.counter_window_bounds_j(RESET_T, e, 150 * MS, 150 * MS)[0] == 0.0
+
+
+@pytest.mark.parametrize("f", [T, R])
+def test_without_power_readings_a_reset_is_bounded_by_the_counter_beside_it(f):
+    # 100 W, but 200 W from 300 to 400 ms; reset at 450 ms (E = 55 J). Unwrapped
+    # refreshes 10, 20, 30, 50, 55, 65, 75, 85, 95 J at 100..900 ms (the reset lost 5 J).
+    # Beside the reset the counter shows 200 W (300..400 ms; the interval before that
+    # 100 W) and 100 W (500..600 ms): it can have lost 200 W x (500 - 390 ms) + 1 mJ =
+    # 22.001 J. The edges, at 100 W: at 150 ms [10 + 100 W x 50 ms, 10.001 + 100 W x
+    # 60 ms] = [15, 16.001]; at 850 ms [85 + 5, 85.001 + 6] = [90, 91.001]. So
+    # [90 - 16.001, 91.001 - 15 + 22.001] = [73.999, 98.002].
+    def energy(x):
+        return 100.0 * x / 1000 + (0.0 if x <= 300 else 10.0 * min(x - 300, 100) / 100)
+    e = np.array([energy(x // 100 * 100) - (55.0 if x >= 500 else 0.0)
+                  for x in range(0, 1010, 10)])
+    est, lo, hi, _ = f.counter_window_bounds_j(LONG_T, e, 150 * MS, 850 * MS)
+    assert est == pytest.approx(75.0)  # the truth: 95 - 15 = 80 J
+    assert lo == pytest.approx(73.999, abs=1e-9) and hi == pytest.approx(98.002, abs=1e-9)
+
+
+def _reset_share(f, t, e, t0, t1):
+    """What a window's top adds for resets between its edges: its top less the edges'."""
+    _, lo, hi, _ = f.counter_window_bounds_j(t, e, t0, t1)
+    _, c_lo, c_hi, _ = f.counter_cumulative_bounds_j(t, e, [t0, t1])
+    assert lo == pytest.approx(c_lo[1] - c_hi[0], abs=1e-9)
+    return hi - (c_hi[1] - c_lo[0])
+
+
+def _counter(power_w, reset_ms, end_ms):
+    """Samples every 10 ms of a counter refreshing every 100 ms; power_w(ms) per 10 ms
+    step; it restarts from 0 at reset_ms."""
+    x = np.arange(0, end_ms + 10, 10)
+    energy = np.concatenate(([0.0], np.cumsum([power_w(a) * 0.01 for a in x[:-1]])))
+    refreshed = energy[x // 100 * 10]  # the value of the last refresh
+    e = refreshed - np.where(x // 100 * 100 >= reset_ms, energy[reset_ms // 10], 0.0)
+    return x.astype(np.int64) * MS, e
+
+
+@pytest.mark.parametrize("f", [T, R])
+def test_a_resets_loss_takes_the_highest_interval_beside_it(f):
+    # 200 W from 100 to 200 ms (the interval two before the reset's refresh), else 100 W;
+    # reset at 250 ms, seen at 300 ms (earliest 290), the refresh before it earliest at
+    # 190 ms: 200 W x 110 ms + 1 mJ
+    t, e = _counter(lambda a: 200.0 if 100 <= a < 200 else 100.0, 250, 600)
+    assert _reset_share(f, t, e, 150 * MS, 450 * MS) == pytest.approx(22.001, abs=1e-9)
+    # 200 W from 400 to 500 ms, the interval after the reset's refresh, which is the
+    # second to last (refreshes at 100..500 ms); reset at 350 ms: 200 W x (400 - 290 ms)
+    t, e = _counter(lambda a: 200.0 if 400 <= a < 500 else 100.0, 350, 500)
+    assert _reset_share(f, t, e, 150 * MS, 450 * MS) == pytest.approx(22.001, abs=1e-9)
+    # at 0.5 W: 0.5 W x (300 - 190 ms) + 1 mJ = 0.056 J
+    t, e = _counter(lambda a: 0.5, 250, 600)
+    assert _reset_share(f, t, e, 150 * MS, 450 * MS) == pytest.approx(0.056, abs=1e-9)
+    # a reset on the last refresh: no interval after it, and none to bound
+    t, e = _counter(lambda a: 100.0, 450, 500)
+    est, _, _, _ = f.counter_window_bounds_j(t, e, 150 * MS, 350 * MS)
+    assert est == pytest.approx(20.0)
+
+
+@pytest.mark.parametrize("f", [T, R])
+def test_a_refresh_at_the_resets_own_time_gives_no_power(f):
+    # two samples at 300 ms (allowed): the reset's refresh (5 J) and one more (5.5 J), both
+    # placed at 300 ms. That pair spans no time, so it says nothing of the power: the
+    # loss takes the 100 W before, 100 W x (300 - 190 ms) + 1 mJ
+    t, e = _counter(lambda a: 100.0, 250, 500)
+    i = int(np.flatnonzero(t == 300 * MS)[0])
+    t = np.insert(t, i + 1, 300 * MS)
+    e = np.insert(e, i + 1, e[i] + 0.5)
+    e[i + 2:] += 0.5
+    assert _reset_share(f, t, e, 150 * MS, 450 * MS) == pytest.approx(11.001, abs=1e-9)
+
+
+@pytest.mark.parametrize("f", [T, R])
+def test_the_estimate_reaches_the_first_and_last_refresh(f):
+    # two refreshes (10 J at 100 ms, 20 J at 200 ms): interpolated between and on them
+    t = np.array([0, 100, 200], np.int64) * MS
+    est, _, _, _ = f.counter_cumulative_bounds_j(t, [0.0, 10.0, 20.0],
+                                                 [99 * MS, 100 * MS, 150 * MS, 200 * MS])
+    assert np.isnan(est[0]) and list(est[1:]) == pytest.approx([10.0, 15.0, 20.0])
+    # three, 10 J then 20 J apart: on the last one the estimate is its value, 40 J, from
+    # the last pair (the first pair's slope would give 30 J)
+    t = np.array([0, 100, 200, 300], np.int64) * MS
+    est, _, _, _ = f.counter_cumulative_bounds_j(t, [0.0, 10.0, 20.0, 40.0],
+                                                 [100 * MS, 300 * MS, 301 * MS])
+    assert list(est[:2]) == pytest.approx([10.0, 40.0]) and np.isnan(est[2])
+
+
+@pytest.mark.parametrize("f", [T, R])
+def test_on_a_last_refresh_seen_twice_at_once_the_estimate_steps_back_one_pair(f):
+    # refreshes 10, 20, 40, 70 J at 100..400 ms and a second one (71 J) also at 400 ms (two
+    # samples at one time): at 400 ms the pair (400, 400 ms) spans no time, so the pair
+    # before it gives 40 + (70 - 40) x 1 = 70 J (two pairs back would give 60 J)
+    t = np.array([0, 100, 200, 300, 400, 400], np.int64) * MS
+    est, _, _, _ = f.counter_cumulative_bounds_j(t, [0.0, 10.0, 20.0, 40.0, 70.0, 71.0],
+                                                 [400 * MS])
+    assert est[0] == pytest.approx(70.0)
+    # three refreshes at 200 ms (20, 21, 22 J) after one at 100 ms (10 J): back past all
+    # of them to the pair (100, 200 ms): 10 + 10 x 1 = 20 J
+    t = np.array([0, 100, 200, 200, 200], np.int64) * MS
+    est, _, _, _ = f.counter_cumulative_bounds_j(t, [0.0, 10.0, 20.0, 21.0, 22.0], [200 * MS])
+    assert est[0] == pytest.approx(20.0)
+
+
+@pytest.mark.parametrize("f", [T, R])
+def test_the_power_readings_around_an_edge_run_to_two_power_periods_past_the_next_refresh(f):
+    # a 100 W counter refreshing every 100 ms, read every 10 ms; power readings 100 W but
+    # 0 W at 120 ms and 300 W at 220 ms (the power's changes 10 ms apart: its period).
+    # At 101 ms: refresh 0 (90..100 ms) and 1 (190..200 ms); the readings from 90 ms to
+    # 200 + 2 x 10 ms hold 0 and 300 W: [max(10 + 0, 20 - 300 W x 99 ms),
+    # min(10.001 + 300 W x 11 ms, 20.001 - 0)] = [10, 13.301]
+    t = np.arange(0, 510, 10, dtype=np.int64) * MS
+    e = 10.0 * (np.arange(0, 510, 10) // 100)
+    pw = np.full(t.size, 100.0)
+    pw[t == 120 * MS] = 0.0
+    pw[t == 220 * MS] = 300.0
+    _, lo, hi, _ = f.counter_cumulative_bounds_j(t, e, [101 * MS], t, pw)
+    assert lo[0] == pytest.approx(10.0, abs=1e-9) and hi[0] == pytest.approx(13.301, abs=1e-9)
+
+
+@pytest.mark.parametrize("f", [T, R])
+def test_a_refresh_pair_at_one_time_beside_an_edge_gives_no_power(f):
+    # refreshes 10, 20, 21, 31, 41 J at 100, 200, 200 (two samples at one time), 300,
+    # 400 ms. At 250 ms the pairs beside the edge show 100 W; the pair at 200 ms spans no
+    # time and says nothing. Refresh 2 (200 ms) gives [21 + 100 W x 50 ms, 21.001 + 5],
+    # refresh 3 (200..300 ms) [31 - 5, 31.001 + 5], refresh 4 (300..400 ms)
+    # [41 - 15, 41.001 - 5]: [26, 26.001]; the estimate 21 + 10 x 0.5 = 26 J
+    t = np.array([0, 100, 200, 200, 300, 400], np.int64) * MS
+    est, lo, hi, _ = f.counter_cumulative_bounds_j(t, [0.0, 10.0, 20.0, 21.0, 31.0, 41.0],
+                                                   [250 * MS])
+    assert est[0] == pytest.approx(26.0)
+    assert lo[0] == pytest.approx(26.0, abs=1e-9) and hi[0] == pytest.approx(26.001, abs=1e-9)
+
+
+@pytest.mark.parametrize("f", [T, R])
+def test_a_latency_of_zero_or_below_widens_nothing(f):
+    # a negative latency (a clock step) counts as 0: the refreshes lie exactly between reads
+    t = np.array([0, 1, 2, 3], np.int64) * S
+    lo, hi, v = f.counter_refreshes(t, [0.0, 1.0, 2.0, 3.0], [0, -7, 0, 0])
+    assert list(lo) == [0, S, 2 * S] and list(hi) == [S, 2 * S, 3 * S]
+
+
+@pytest.mark.parametrize("f", [T, R])
+def test_readings_with_no_period_reach_the_next_refresh_only(f):
+    # power readings 0 W up to 200 ms and 300 W from 2 ns past it: one change, so no power
+    # period, and the readings around the edge at 101 ms end at refresh 1's latest time
+    # (200 ms): 0 W, with the counter's 100 W: [max(10 + 0, 20 - 100 W x 99 ms),
+    # min(10.001 + 100 W x 11 ms, 20.001 - 0)] = [10.1, 11.101]
+    t = np.arange(0, 510, 10, dtype=np.int64) * MS
+    e = 10.0 * (np.arange(0, 510, 10) // 100)
+    pt = np.sort(np.append(t, 200 * MS + 2))
+    pw = np.where(pt <= 200 * MS, 0.0, 300.0)
+    _, lo, hi, _ = f.counter_cumulative_bounds_j(t, e, [101 * MS], pt, pw)
+    assert lo[0] == pytest.approx(10.1, abs=1e-9) and hi[0] == pytest.approx(11.101, abs=1e-9)
