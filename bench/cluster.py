@@ -122,6 +122,13 @@ class _Shipper:
                 p.unlink()
 
 
+# Ray runs worker processes at niceness 15 (ray-project/ray#24928), so on a busy node any
+# other process would starve the actor that measures (its sampler misses ticks, its window
+# edges move). Ray reads RAY_worker_niceness when a worker starts; the GPU actors get 0,
+# as Ray's own job supervisor does for job drivers.
+WORKER_ENV = {"env_vars": {"RAY_worker_niceness": "0"}}
+
+
 class GpuSession:
     """The Ray actor of one GPU (``num_gpus=1``, on its node): the local device worker."""
 
@@ -141,6 +148,7 @@ class GpuSession:
         inv = D.discover()
         return {"hostname": socket.gethostname(),
                 "node_id": ray.get_runtime_context().get_node_id(),
+                "niceness": os.nice(0),
                 "ray_gpu_ids": [str(g) for g in ray.get_gpu_ids()],
                 "gpus": [d.to_dict() for d in inv.gpus], "skipped": list(inv.skipped),
                 "gpu_reason": inv.gpu_reason, "provenance": provenance.collect()}
@@ -236,7 +244,7 @@ class Fleet:
             for _ in range(int(n.get("Resources", {}).get("GPU", 0))):
                 strategy = NodeAffinitySchedulingStrategy(n["NodeID"], soft=False)
                 actors.append((n["NodeID"], remote.options(
-                    num_gpus=1, num_cpus=0, max_restarts=0,
+                    num_gpus=1, num_cpus=0, max_restarts=0, runtime_env=WORKER_ENV,
                     scheduling_strategy=strategy).remote()))
         if not actors:
             raise BenchError("the Ray cluster has no GPU (no node declares GPU resources)")
@@ -286,7 +294,12 @@ class Fleet:
                 gpus.append(_Gpu(dev, a))
                 mine.append(dev.index)
             base += max((d.gpu_index + 1 for d in found), default=0)
-            nodes.append({**where, "gpus": mine, "provenance": info["provenance"]})
+            nice = max(i.get("niceness", 0) for _, i in members)
+            if nice > 0:
+                notices.append(f"node {info['hostname']}: the Ray workers run at niceness "
+                               f"{nice}; any busy process there slows the measuring loop")
+            nodes.append({**where, "gpus": mine, "niceness": nice,
+                          "provenance": info["provenance"]})
         if not gpus:
             raise BenchError("no GPU of the Ray cluster can be measured: "
                              + "; ".join(n for n in notices) if notices else

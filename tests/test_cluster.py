@@ -191,6 +191,9 @@ def test_cluster_run_gives_a_local_runs_cells_each_with_its_node(nodes, tmp_path
     prov = doc["provenance"]["nodes"]
     assert sorted(n["node_id"] for n in prov) == sorted(node_of.values())
     assert all({"harness", "host", "libraries"} <= set(n["provenance"]) for n in prov)
+    # Ray starts workers at niceness 15: the measuring actors must run at 0, or any busy
+    # process on the node starves the sampler
+    assert [n["niceness"] for n in prov] == [0, 0]
     assert_valid(out)
     rows = rows_from_document(doc)  # the table's node columns
     assert {(r["cell_id"], r["node_hostname"], r["ray_node_id"]) for r in rows} == {
