@@ -6,6 +6,7 @@ import ctypes
 import math
 import os
 import shutil
+import signal
 import subprocess
 from pathlib import Path
 
@@ -14,6 +15,17 @@ import pytest
 
 HERE = Path(__file__).resolve().parent
 FAKE_SRC = HERE / "fake_nvml" / "fake_nvml.c"
+
+
+def sigint_default() -> None:
+    """``preexec_fn`` for a child a test will Ctrl-C: SIGINT back to its default.
+
+    A job that a non-interactive shell starts in the background (``cmd &``) ignores SIGINT,
+    and children inherit that: Python then installs no KeyboardInterrupt handler, so the
+    test's SIGINT does nothing and the run ends with 0 instead of 130. Seen when the suite
+    was started in the background.
+    """
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def build_fake_nvml(out_dir: Path) -> Path:

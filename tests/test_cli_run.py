@@ -9,6 +9,8 @@ import pytest
 
 from bench.cli import build_parser, main
 
+from .conftest import sigint_default
+
 SMALL = ["--batch", "1,2", "--input-len", "8", "--output-len", "4", "--min-window-s", "0.2",
          "--repeats", "2", "--quiet"]
 
@@ -175,7 +177,8 @@ def test_ctrl_c_exits_130_and_writes_the_finished_cells(tmp_path):
     out = tmp_path / "run"
     p = subprocess.Popen([sys.executable, "-m", "bench", "run", "--gpu", "none", *SMALL,
                           "--batch", "1,2,3,4,5,6", "--out", str(out)],
-                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                         preexec_fn=sigint_default)
     journal = out / "journal.jsonl"
     deadline = time.monotonic() + 240
     while time.monotonic() < deadline:
@@ -225,3 +228,19 @@ def test_runtime_out_of_memory_is_recorded_and_larger_batches_skipped(tmp_path, 
     # resuming a finished run measures nothing and leaves it as it is
     again = runner.resume(tmp_path / "run")
     assert again.measured == 0
+
+
+def test_a_child_to_ctrl_c_gets_the_default_even_where_the_suite_ignores_sigint():
+    """The suite started in the background ignores SIGINT; the Ctrl-C tests' children must not."""
+    import signal
+
+    code = "import signal; print(signal.getsignal(signal.SIGINT) is signal.default_int_handler)"
+    old = signal.signal(signal.SIGINT, signal.SIG_IGN)  # as a background job of a script has it
+    try:
+        inherited = subprocess.run([sys.executable, "-c", code], capture_output=True,
+                                   text=True, timeout=60).stdout.strip()
+        reset = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                               timeout=60, preexec_fn=sigint_default).stdout.strip()
+    finally:
+        signal.signal(signal.SIGINT, old)
+    assert (inherited, reset) == ("False", "True")

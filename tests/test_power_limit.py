@@ -15,7 +15,7 @@ from bench.devices import Device
 from bench.errors import BenchError
 from bench.sweep import SweepConfig, plan
 
-from .conftest import FakeTruth
+from .conftest import FakeTruth, sigint_default
 
 S = 1_000_000_000
 SMALL = ["--batch", "1", "--input-len", "8", "--output-len", "4", "--dtype", "fp32",
@@ -213,7 +213,8 @@ def test_a_failing_run_restores(fake_nvml_dir, tmp_path):
 def _start_and_wait_for_limit(env, tmp_path, out, limit="300.000"):
     p = subprocess.Popen([sys.executable, "-m", "bench", "run", "--gpu", "0", *SMALL,
                           "--batch", "1,2,3,4", "--power-limit-w", "300", "--out", str(out)],
-                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+                         preexec_fn=sigint_default)
     deadline = time.monotonic() + 300
     while _fake_limit(tmp_path) != f"0 {limit}":
         assert time.monotonic() < deadline and p.poll() is None, p.stderr.read()  # type: ignore[union-attr]
