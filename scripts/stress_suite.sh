@@ -40,7 +40,9 @@ trap stop_hogs EXIT
 trap 'stop_hogs; exit 130' INT
 trap 'stop_hogs; exit 143' TERM
 
-cores=$(nproc 2>/dev/null || getconf _NPROCESSORS_ONLN)
+# the cores this process may run on; not `nproc`, which gives OMP_NUM_THREADS where it is set
+cores=$("$py" -c 'import os; print(len(os.sched_getaffinity(0)))' 2>/dev/null \
+        || getconf _NPROCESSORS_ONLN)
 for _ in $(seq "$cores"); do
     "$py" -c 'while True: pass' &
     hogs+=($!)

@@ -8,6 +8,7 @@ import os
 import shutil
 import signal
 import subprocess
+import tempfile
 from pathlib import Path
 
 # One intra-op thread for torch (here and in every `bench` the tests start, which inherit
@@ -17,6 +18,12 @@ from pathlib import Path
 # time), 20.7 -> 16.1 s of wall time beside a 2-process CPU hog (two runs each). A value
 # the caller set is kept. `bench run` itself leaves torch's threads as they are.
 os.environ.setdefault("OMP_NUM_THREADS", "1")
+# The GPU locks of this session's runs in a folder of its own (a test that needs another
+# sets it): two test sessions on one machine, a developer's and CI's, start stand-in GPUs
+# with the same UUIDs, and in the default folder (the system temp folder) the runs of one
+# would refuse the other's GPUs as "being measured by another bench run".
+if not os.environ.get("JOULEBENCH_LOCK_DIR"):
+    os.environ["JOULEBENCH_LOCK_DIR"] = tempfile.mkdtemp(prefix="joulebench-test-locks-")
 
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
@@ -151,3 +158,33 @@ def fake_truth(fake_nvml):
     import pynvml
 
     return fake_nvml, FakeTruth(pynvml.nvmlLib)
+
+
+def stand_in_gpu_run(fake_nvml_dir: Path, out: Path, spec: str,
+                     batch_sizes: tuple[int, ...] = (1, 2)) -> Path:
+    """A real run through the GPU path (stand-in NVML ``spec``, model on the CPU), with a
+    trace: tiny-llama fp32, input 8, output 4, 0.3 s windows, 2 repeats, 0.3 s idle."""
+    from bench import runner
+    from bench.devices import Device, nvml
+
+    install_fake_nvml(fake_nvml_dir)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("FAKE_NVML_DEVICES", spec)
+        mp.setenv("LD_LIBRARY_PATH", str(fake_nvml_dir))
+        mp.setenv("JOULEBENCH_MODEL_DEVICE", "cpu")
+        mp.setenv("JOULEBENCH_LOCK_DIR", str(out.parent))
+        dev = Device("cuda", 0, "NVIDIA H200 (stand-in)", "GPU-fake", {"power_limit_w": 700.0})
+        cfg = runner.SweepConfig(batch_sizes=batch_sizes, input_lens=(8,), output_lens=(4,),
+                                 dtype="fp32", min_window_s=0.3, repeats=2, idle_s=0.3)
+        runner.execute(runner.start_run(cfg, [dev], out))
+    assert nvml._init_count == 0
+    return out
+
+
+@pytest.fixture(scope="session")
+def stand_in_run(fake_nvml_dir, tmp_path_factory) -> Path:
+    """One stand-in GPU run (250 W, counter updated every 100 ms; batch 1 and 2) shared by
+    the validation tests: read it, copy it before changing anything."""
+    return stand_in_gpu_run(fake_nvml_dir, tmp_path_factory.mktemp("stand-in") / "run",
+                            "base_w=250,update_ms=100")
+

@@ -59,7 +59,6 @@ def server_factory():
 
 def gpu_env(monkeypatch, fake_nvml, fake_nvml_dir, spec="base_w=250,update_ms=50"):
     fake_nvml(spec)
-    monkeypatch.setenv("JOULEBENCH_LOCK_DIR", str(fake_nvml_dir))
 
 
 def run_args(url, out, *extra):

@@ -6,35 +6,15 @@ import shutil
 
 import pytest
 
-from bench import runner
 from bench.cli import main
-from bench.devices import Device
 from bench.results import figures, load, schema
 from bench.results import validate as V
 
-from .conftest import install_fake_nvml
-
 
 @pytest.fixture(scope="module")
-def gpu_run(fake_nvml_dir, tmp_path_factory):
+def gpu_run(stand_in_run):
     """A real run through the GPU path (stand-in NVML, model on the CPU), with a trace."""
-    from bench.devices import nvml
-
-    install_fake_nvml(fake_nvml_dir)
-    out = tmp_path_factory.mktemp("gpu") / "run"
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("FAKE_NVML_DEVICES", "base_w=250,update_ms=100")
-        mp.setenv("LD_LIBRARY_PATH", str(fake_nvml_dir))
-        mp.setenv("JOULEBENCH_MODEL_DEVICE", "cpu")
-        mp.setenv("JOULEBENCH_LOCK_DIR", str(fake_nvml_dir))
-        info = {"power_limit_w": 700.0}
-        dev = Device("cuda", 0, "NVIDIA H200 (stand-in)", "GPU-fake", info)
-        cfg = runner.SweepConfig(batch_sizes=(1, 2), input_lens=(8,), output_lens=(4,),
-                                 dtype="fp32", min_window_s=0.3, repeats=2, idle_s=0.3)
-        run = runner.start_run(cfg, [dev], out)
-        runner.execute(run)
-    assert nvml._init_count == 0
-    return out
+    return stand_in_run
 
 
 @pytest.fixture(scope="module")

@@ -14,43 +14,23 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from bench import runner
 from bench.devices import Device
 from bench.kernels import trace as K
 from bench.results import figures, io
 from bench.results import validate as V
 
-from .conftest import install_fake_nvml
-
-
-def _gpu_run(fake_nvml_dir, out, spec, batch_sizes=(1, 2)):
-    """A real run through the GPU path (stand-in NVML, model on the CPU), with a trace."""
-    from bench.devices import nvml
-
-    install_fake_nvml(fake_nvml_dir)
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("FAKE_NVML_DEVICES", spec)
-        mp.setenv("LD_LIBRARY_PATH", str(fake_nvml_dir))
-        mp.setenv("JOULEBENCH_MODEL_DEVICE", "cpu")
-        mp.setenv("JOULEBENCH_LOCK_DIR", str(fake_nvml_dir))
-        dev = Device("cuda", 0, "NVIDIA H200 (stand-in)", "GPU-fake", {"power_limit_w": 700.0})
-        cfg = runner.SweepConfig(batch_sizes=batch_sizes, input_lens=(8,), output_lens=(4,),
-                                 dtype="fp32", min_window_s=0.3, repeats=2, idle_s=0.3)
-        runner.execute(runner.start_run(cfg, [dev], out))
-    assert nvml._init_count == 0
-    return out
+from .conftest import stand_in_gpu_run
 
 
 @pytest.fixture(scope="module")
-def counter_run(fake_nvml_dir, tmp_path_factory):
-    return _gpu_run(fake_nvml_dir, tmp_path_factory.mktemp("truth") / "run",
-                    "base_w=250,update_ms=100")
+def counter_run(stand_in_run):
+    return stand_in_run
 
 
 @pytest.fixture(scope="module")
 def power_run(fake_nvml_dir, tmp_path_factory):
     """No energy counter: the runner integrates sampled power (method power_integration)."""
-    return _gpu_run(fake_nvml_dir, tmp_path_factory.mktemp("truth") / "run",
+    return stand_in_gpu_run(fake_nvml_dir, tmp_path_factory.mktemp("truth") / "run",
                     "base_w=250,counter=0", batch_sizes=(1,))
 
 
@@ -341,7 +321,7 @@ def test_flop_ceiling_of_a_mixture_of_experts_uses_active_parameters():
 
 def test_a_run_whose_counter_reset_passes(fake_nvml_dir, tmp_path):
     """The stand-in's counter restarts from 0 three seconds after NVML starts, mid-run."""
-    run = _gpu_run(fake_nvml_dir, tmp_path / "run", "base_w=250,update_ms=100,reset_at_s=3",
+    run = stand_in_gpu_run(fake_nvml_dir, tmp_path / "run", "base_w=250,update_ms=100,reset_at_s=3",
                    batch_sizes=(1,))
     cols = io.read_trace(run / "trace.parquet")
     ok = cols["energy_status"] == 0
