@@ -57,8 +57,7 @@ def server_factory():
         s.stop()
 
 
-def gpu_env(monkeypatch, fake_nvml, fake_nvml_dir, spec="base_w=250,update_ms=50"):
-    fake_nvml(spec)
+GPU_SPEC = "base_w=250,update_ms=50"  # the stand-in GPU the endpoint tests measure
 
 
 def run_args(url, out, *extra):
@@ -143,7 +142,7 @@ def test_timeouts_are_counted_per_request(server_factory):
 
 def test_endpoint_run_is_a_validating_document(server_factory, fake_nvml, fake_nvml_dir,
                                                monkeypatch, tmp_path, capsys):
-    gpu_env(monkeypatch, fake_nvml, fake_nvml_dir)
+    fake_nvml(GPU_SPEC)
     srv = server_factory("--delay-s", "0.01")
     out = tmp_path / "run"
     assert cli.main(run_args(srv.url, out, "--concurrency", "2,8", "--json")) == 0
@@ -185,7 +184,7 @@ def test_endpoint_run_is_a_validating_document(server_factory, fake_nvml, fake_n
 
 def test_unreachable_server_is_one_line_and_exit_2(fake_nvml, fake_nvml_dir, monkeypatch,
                                                    tmp_path, capsys):
-    gpu_env(monkeypatch, fake_nvml, fake_nvml_dir)
+    fake_nvml(GPU_SPEC)
     url = f"http://127.0.0.1:{free_port()}/v1"
     assert cli.main(run_args(url, tmp_path / "run")) == 2
     err = capsys.readouterr().err.strip().splitlines()
@@ -195,7 +194,7 @@ def test_unreachable_server_is_one_line_and_exit_2(fake_nvml, fake_nvml_dir, mon
 
 def test_errors_and_short_outputs_are_counted(server_factory, fake_nvml, fake_nvml_dir,
                                               monkeypatch, tmp_path):
-    gpu_env(monkeypatch, fake_nvml, fake_nvml_dir)
+    fake_nvml(GPU_SPEC)
     srv = server_factory("--delay-s", "0.005", "--fail-every", "4", "--short", "8")
     out = tmp_path / "run"
     assert cli.main(run_args(srv.url, out, "--concurrency", "4")) == 0
@@ -209,7 +208,7 @@ def test_errors_and_short_outputs_are_counted(server_factory, fake_nvml, fake_nv
 
 def test_server_death_mid_window_keeps_data_and_resume_goes_on(
         server_factory, fake_nvml, fake_nvml_dir, monkeypatch, tmp_path, capsys):
-    gpu_env(monkeypatch, fake_nvml, fake_nvml_dir)
+    fake_nvml(GPU_SPEC)
     # ~2 x 100 tok/s: cell b1 (1.2 s of windows) passes, b2 dies inside its windows
     srv = server_factory("--delay-s", "0.01", "--die-after-tokens", "260")
     out = tmp_path / "run"
@@ -229,7 +228,7 @@ def test_server_death_mid_window_keeps_data_and_resume_goes_on(
 
 def test_serve_cmd_starts_and_stops_the_server(fake_nvml, fake_nvml_dir, monkeypatch,
                                                tmp_path):
-    gpu_env(monkeypatch, fake_nvml, fake_nvml_dir)
+    fake_nvml(GPU_SPEC)
     port = free_port()
     cmd = f"{sys.executable} {SERVER} --port {port} --delay-s 0.01 --lifetime-s 60"
     out = tmp_path / "run"
