@@ -310,13 +310,21 @@ def counter_edge_lag_s(t_ns, energy_j, latency_ns, edges_ns) -> float | None:
     return float(worst * 1e-9)
 
 
+def _finite(x: float) -> float | None:
+    """``x``, or None for NaN (JSON has no NaN)."""
+    return x if x == x else None
+
+
 def sampled_energy(tr: Trace, t0: int, t1: int, edge):
     """A GPU's window energy from its trace, falling back to the edge reading ``edge``.
 
     Counter first: its refreshes placed on their fitted regular grid (a sampler that
     falls behind under contention sees each refresh late) and interpolated at the edges,
-    with an interval that holds the true energy (``kernels.trace.counter_window_bounds_j``:
-    ``energy_low_j``, ``energy_high_j``, ``edge_bound_j``), from the samples in
+    with an interval that holds the true energy if the power readings' range holds the
+    power around the edges (``kernels.trace.counter_window_bounds_j``: ``energy_low_j``,
+    ``energy_high_j``, ``edge_bound_j``) and the wider one the counter's reads alone
+    allow (``counter_window_sure_bounds_j``: ``energy_sure_low_j``,
+    ``energy_sure_high_j``, None where a reset leaves no top), from the samples in
     ``tr`` (its first and last times are recorded, so a validator uses the same ones);
     where fewer refreshes allow no fit, interpolated between the seen update times. Then
     integrated power where the GPU has no counter and the samples cover the window; else
@@ -337,9 +345,12 @@ def sampled_energy(tr: Trace, t0: int, t1: int, edge):
             stats["counter_resets"] = resets
         e, low, high, period_s = K.counter_window_bounds_j(te, ee, t0, t1, tp, pw, lat)
         if e == e and low == low and high == high and e >= 0:  # not NaN
+            sure_low, sure_high = K.counter_window_sure_bounds_j(te, ee, t0, t1, lat)
             stats.update(counter_edges="fitted", counter_period_s=period_s,
                          energy_low_j=low, energy_high_j=high,
                          edge_bound_j=max(e - low, high - e),
+                         energy_sure_low_j=_finite(sure_low),
+                         energy_sure_high_j=_finite(sure_high),
                          edge_lag_s=counter_edge_lag_s(te, ee, lat, (t0, t1)),
                          trace_from_ns=int(tr.t_ns[0]), trace_to_ns=int(tr.t_ns[-1]))
             return replace(edge, energy_j=e, method="counter", reason=None, stats=stats)

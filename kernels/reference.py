@@ -312,6 +312,25 @@ def counter_window_bounds_j(t_ns, energy_j, t0_ns: int, t1_ns: int, power_t_ns=N
     return float(est[1] - est[0]), float(low[1] - high[0]), high_j, period_s
 
 
+def counter_window_sure_bounds_j(t_ns, energy_j, t0_ns: int, t1_ns: int, latency_ns=None,
+                                 resolution_j: float = 1e-3):
+    if t1_ns < t0_ns:
+        raise ValueError("t1_ns is before t0_ns")
+    lo, hi, v, rs = _refreshes(t_ns, energy_j, latency_ns)
+    before = [m for m in range(v.size) if hi[m] <= t0_ns]  # refreshed by t0
+    after = [m for m in range(v.size) if lo[m] >= t1_ns]  # refreshed after t1
+    if not before or not after:
+        return float("nan"), float("nan")
+    a0, b1 = before[-1], after[0]
+    a1 = max(m for m in range(v.size) if hi[m] <= t1_ns)
+    b0 = min(m for m in range(v.size) if lo[m] >= t0_ns)
+    low = max(v[a1] - v[b0] - resolution_j, 0.0)
+    high = v[b1] - v[a0] + resolution_j
+    if any(rs[m] for m in range(a0 + 1, b1 + 1)):
+        high = float("nan")
+    return float(low), float(high)
+
+
 def counter_window_resets(t_ns, energy_j, t0_ns: int, t1_ns: int, latency_ns=None) -> int:
     lo, hi, _, rs = _refreshes(t_ns, energy_j, latency_ns)
     return sum(1 for k in np.flatnonzero(rs) if k >= 1 and hi[k] > t0_ns and lo[k - 1] < t1_ns)

@@ -787,6 +787,39 @@ def counter_window_bounds_j(t_ns, energy_j, t0_ns: int, t1_ns: int, power_t_ns=N
     return float(est[1] - est[0]), float(low[1] - high[0]), high_j, period_s
 
 
+def counter_window_sure_bounds_j(t_ns, energy_j, t0_ns: int, t1_ns: int, latency_ns=None,
+                                 resolution_j: float = 1e-3) -> tuple[float, float]:
+    """The least and the most energy a window can hold on the counter's reads alone.
+
+    No premise on the power's shape, only that it is not negative: the counter never
+    goes down between resets, and refresh m, which happened in (earliest_m, latest_m]
+    (:func:`counter_refreshes`) and set the counter to C_m, had E(u_m) in
+    [C_m, C_m + resolution_j]. So E(x) >= C_a for the last refresh a with latest_a <= x,
+    and E(x) <= C_b + resolution_j for the first refresh b with earliest_b >= x. The
+    window [t0, t1] holds between max(0, C_a(t1) - C_b(t0) - res) and
+    C_b(t1) + res - C_a(t0): each edge adds up to one refresh interval of energy plus the
+    sampler's gap around it, where :func:`counter_window_bounds_j` assumes the power
+    readings' range. A reset after refresh a(t0) and up to b(t1) may have lost any
+    energy (the unwrapping adds only the last value before it), so the top is NaN there;
+    the bottom holds across resets (what they lose only adds to the truth).
+
+    Returns:
+        (low_j, high_j); both NaN where no refresh is provably before t0 or provably
+        after t1.
+    """
+    if t1_ns < t0_ns:
+        raise ValueError("t1_ns is before t0_ns")
+    lo, hi, v, rs = _refreshes(t_ns, energy_j, latency_ns)
+    a0, a1 = np.searchsorted(hi, [t0_ns, t1_ns], side="right") - 1
+    b0, b1 = np.searchsorted(lo, [t0_ns, t1_ns], side="left")
+    if a0 < 0 or b1 >= v.shape[0]:
+        return float("nan"), float("nan")
+    low = max(float(v[a1] - v[b0]) - resolution_j, 0.0)
+    if rs[a0 + 1:b1 + 1].any():
+        return low, float("nan")
+    return low, float(v[b1] - v[a0]) + resolution_j
+
+
 def counter_window_resets(t_ns, energy_j, t0_ns: int, t1_ns: int, latency_ns=None) -> int:
     """How many counter resets can have lost energy inside [t0, t1]: resets whose span,
     from the earliest time of the refresh before them to the latest of the refresh that

@@ -9,7 +9,7 @@
 set -euo pipefail
 
 # Modules (path[:function,...]) and the tests that must kill their mutants.
-FIGURES="bench/results/figures.py:repeat_figures,cell_figures,_edge_bound_rel,phases,weakest_method,idle_power_w,run_summary"
+FIGURES="bench/results/figures.py:repeat_figures,cell_figures,_edge_bound_rel,_sure_bound_j,_window_bound_rel,phases,weakest_method,idle_power_w,run_summary"
 FIGURE_TESTS="tests/test_figures_known_answer.py"
 THERMAL="bench/results/thermal.py bench/results/figures.py:flag_throttled,throttled_windows"
 THERMAL_TESTS="tests/test_thermal_reasons.py tests/test_thermal.py::test_flag_and_count_worked_by_hand"

@@ -49,8 +49,11 @@ def run_windows(truth, n, seconds, idle_w=100.0, busy_w=600.0, rate_hz=1000):
                 est, lo, hi, period = K.counter_window_bounds_j(
                     tr.t_ns[ok], tr.energy_j[ok], m.t0_ns, m.t1_ns, tp, pw,
                     tr.latency_ns[ok])
+                sure = K.counter_window_sure_bounds_j(tr.t_ns[ok], tr.energy_j[ok],
+                                                      m.t0_ns, m.t1_ns, tr.latency_ns[ok])
                 rows.append({"t0": m.t0_ns, "t1": m.t1_ns, "meter_j": m.energy_j("gpu"),
                              "est_j": est, "lo_j": lo, "hi_j": hi, "period_s": period,
+                             "sure_lo_j": sure[0], "sure_hi_j": sure[1],
                              "true_j": truth.true_energy_j(0, m.t0_ns, m.t1_ns)})
     finally:
         src.close()
@@ -67,7 +70,9 @@ def summary(rows):
             "meter_abs_max_pct": 100 * np.abs(old / true).max(),
             "new_bias_pct": 100 * (new / true).mean(),
             "bound_width_pct": 100 * (width / true).mean(),
-            "contained": int(sum(r["lo_j"] <= r["true_j"] <= r["hi_j"] for r in rows))}
+            "contained": int(sum(r["lo_j"] <= r["true_j"] <= r["hi_j"] for r in rows)),
+            "sure_width_pct": 100 * np.mean([(r["sure_hi_j"] - r["sure_lo_j"]) / r["true_j"]
+                                             for r in rows])}
 
 
 def test_steps_at_the_edges_bias_the_meter_low_and_the_bound_holds(fake_truth, capsys):
@@ -82,6 +87,7 @@ def test_steps_at_the_edges_bias_the_meter_low_and_the_bound_holds(fake_truth, c
     for r in rows:
         assert -25.5 <= r["meter_j"] - r["true_j"] <= 0.5
         assert r["lo_j"] <= r["true_j"] <= r["hi_j"], r  # the bound holds on every window
+        assert r["sure_lo_j"] <= r["lo_j"] and r["hi_j"] <= r["sure_hi_j"], r  # and is inside
         # each edge is within T x step / 4 plus the gaps' share: about 2 x 12.5 J wide
         assert r["hi_j"] - r["lo_j"] < 2 * 2 * 12.5 + 10, r
     assert s["meter_bias_pct"] < -0.5
@@ -125,6 +131,8 @@ def contention_errors(truth, seconds=6.0, hogs=4, window_s=1.0, power_w=400.0):
         lo.append(low)
         hi.append(high)
         true.append(tj)
+        sure_lo, sure_hi = K.counter_window_sure_bounds_j(t, e, int(a), b, lat)
+        assert sure_lo <= tj <= sure_hi, (a, b, sure_lo, tj, sure_hi)
     return tuple(np.array(x) for x in (old, new, lo, hi, true))
 
 
@@ -195,3 +203,7 @@ def test_a_reset_inside_a_short_window_stays_inside_its_bound(fake_truth, capsys
     st = m.readings[0].stats
     assert st["counter_edges"] == "fitted" and st["counter_resets"] == 1, st
     assert st["energy_low_j"] <= truth.true_energy_j(0, m.t0_ns, m.t1_ns) <= st["energy_high_j"]
+    # the sure interval keeps its bottom across the reset, and has no top (a reset may
+    # have lost any energy)
+    assert st["energy_sure_low_j"] <= truth.true_energy_j(0, m.t0_ns, m.t1_ns)
+    assert st["energy_sure_high_j"] is None

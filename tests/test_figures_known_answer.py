@@ -280,6 +280,24 @@ def test_edge_bound_rel_by_hand():
     assert cell_figures(REPEATS, "gpu")[1]["edge_bound_rel_max"] is None  # no bound given
 
 
+def test_sure_bound_rel_by_hand():
+    reps = [dict(r) for r in REPEATS]
+    for r, (low, high) in zip(reps, ((150.0, 163.0), (199.0, 230.0), (60.0, 66.0)),
+                              strict=True):
+        (rd,) = r["readings"]
+        r["readings"] = [{**rd, "stats": {**rd["stats"], "energy_sure_low_j": low,
+                                          "energy_sure_high_j": high}}]
+    _, unc = cell_figures(reps, "gpu")
+    # the farther end from each window's energy: 160 - 150 = 10 J of 160 (6.25%),
+    # 230 - 200 = 30 J of 200 (15%), 64 - 60 = 4 J of 64 (6.25%) -> the largest, 15%
+    assert unc["sure_bound_rel_max"] == pytest.approx(0.15)
+    assert unc["edge_bound_rel_max"] is None  # the premise bound is another field
+    # a window without a top (a reset inside it) leaves the cell without one
+    reps[0]["readings"][0]["stats"]["energy_sure_high_j"] = None
+    assert cell_figures(reps, "gpu")[1]["sure_bound_rel_max"] is None
+    assert cell_figures(REPEATS, "gpu")[1]["sure_bound_rel_max"] is None  # none recorded
+
+
 def test_idle_power_and_run_summary_by_hand():
     assert F.idle_power_w(30.0, 0.5) == pytest.approx(60.0)
     assert F.idle_power_w(None, 0.5) is None and F.idle_power_w(3.0, 0.0) is None

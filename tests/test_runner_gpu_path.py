@@ -84,6 +84,9 @@ def test_gpu_cells_use_the_sampled_counter_and_idle_baseline(fake_nvml, fake_nvm
             true_j = 250 * rep["duration_s"]
             assert st["energy_low_j"] <= true_j * (1 + 1e-9) + 1e-3
             assert st["energy_high_j"] >= true_j * (1 - 1e-9) - 1e-3
+            # and so does the wider one the counter's reads alone allow
+            assert st["energy_sure_low_j"] <= st["energy_low_j"]
+            assert st["energy_sure_high_j"] >= st["energy_high_j"]
             assert st["edge_bound_j"] == pytest.approx(
                 max(gpu["energy_j"] - st["energy_low_j"], st["energy_high_j"] - gpu["energy_j"]))
             # was > 400: the loop never runs ahead of its 1 kHz grid, and a busy machine

@@ -156,6 +156,21 @@ def test_a_reading_cannot_opt_out_of_the_recompute(counter_run, tmp_path):
     assert "but the trace covers them" in v["trace"].reason
 
 
+@pytest.mark.parametrize("key", ["energy_sure_low_j", "energy_sure_high_j"])
+def test_a_tampered_sure_interval_fails_rule_trace(counter_run, tmp_path, key):
+    run = copy(counter_run, tmp_path)
+    doc = read(run)
+    (rd,) = [r for r in doc["cells"][0]["repeats"][-1]["readings"] if r["scope"] == "gpu"]
+    st = rd["stats"]
+    # recorded, and wider than the premise interval it stands beside
+    assert st["energy_sure_low_j"] <= st["energy_low_j"] <= rd["energy_j"]
+    assert rd["energy_j"] <= st["energy_high_j"] <= st["energy_sure_high_j"]
+    st[key] = st[key] * 1.01 + 0.01  # 1% and 10 mJ more (a bottom may be 0)
+    write(run, doc)
+    v = verdicts(run)
+    assert v["energy"].ok and not v["trace"].ok and key in v["trace"].reason
+
+
 # -- c) the config against the cells ---------------------------------------------------------
 
 def test_cells_must_be_the_planned_sweep(counter_run, tmp_path):
@@ -285,9 +300,15 @@ def test_counter_reset_mid_window_is_accepted(counter_run, tmp_path):
               counter_resets=K.counter_window_resets(tc[keep], ec[keep], rep["t0_ns"],
                                                      rep["t1_ns"], lat[keep]))
     assert st["counter_resets"] == 1
+    # the sure interval keeps its bottom and loses its top: a reset may lose any energy
+    sure_low, sure_high = K.counter_window_sure_bounds_j(tc[keep], ec[keep], rep["t0_ns"],
+                                                         rep["t1_ns"], lat[keep])
+    assert np.isnan(sure_high) and 0 < sure_low <= est
+    st.update(energy_sure_low_j=sure_low, energy_sure_high_j=None)
     cell = doc["cells"][1]
     cell["uncertainty"]["edge_bound_rel_max"] = figures._edge_bound_rel(cell["repeats"],
                                                                         cell["scope"])
+    cell["uncertainty"]["sure_bound_rel_max"] = None  # a window without a sure top
     write(run, doc)
     bad = [c.line() for c in V.validate(run) if not c.ok]
     assert bad == []

@@ -11,7 +11,7 @@ power, the sampled GPU power trace, the device and the model's architecture.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -164,6 +164,7 @@ def cell_figures(repeats: list[dict], scope: str, idle_power_w: float | None = N
             unc["output_tokens_per_j_ci"] = [ci[0], ci[1]]
             unc["ci_level"] = ci[2]
     unc["edge_bound_rel_max"] = unc_edge
+    unc["sure_bound_rel_max"] = _window_bound_rel(repeats, scope, _sure_bound_j)
     return figures, unc
 
 
@@ -174,11 +175,28 @@ def _edge_bound_rel(repeats: list[dict], scope: str) -> float | None:
     that holds the true energy, from the counter's refresh grid and the power sampled
     around the edges); relative to the window's energy. None where a reading has none.
     """
+    return _window_bound_rel(repeats, scope,
+                             lambda rd: (rd.get("stats") or {}).get("edge_bound_j"))
+
+
+def _sure_bound_j(rd: dict) -> float | None:
+    """A reading's sure edge bound: the farther end of its sure interval from its energy
+    (``energy_sure_low_j``..``energy_sure_high_j``, the counter's reads alone), or None."""
+    st = rd.get("stats") or {}
+    low, high, e = st.get("energy_sure_low_j"), st.get("energy_sure_high_j"), rd.get("energy_j")
+    if low is None or high is None or e is None:
+        return None
+    return max(e - low, high - e)
+
+
+def _window_bound_rel(repeats: list[dict], scope: str,
+                      bound: Callable[[dict], float | None]) -> float | None:
+    """The largest over the repeats of the sum of ``bound(reading)`` over the window's
+    ``scope`` readings, relative to the window's energy; None where a reading has none."""
     rels = []
     for r in repeats:
         e = _energy(r, scope)
-        bounds: list[float | None] = [(rd.get("stats") or {}).get("edge_bound_j")
-                                      for rd in r.get("readings", [])
+        bounds: list[float | None] = [bound(rd) for rd in r.get("readings", [])
                                       if rd.get("scope") == scope]
         if not bounds or None in bounds or e is None or e <= 0:
             return None

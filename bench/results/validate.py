@@ -400,7 +400,8 @@ def _fitted(rd: dict, st: dict, t: Any, e: Any, lat: Any, power: tuple | None, t
             t1: int) -> float | str:
     """A counter reading whose refreshes were placed on their fitted grid: the estimate
     and its interval recomputed from the same samples (``trace_from_ns``..``trace_to_ns``)
-    with ``kernels.trace.counter_window_bounds_j``; a message where the interval does not."""
+    with ``kernels.trace.counter_window_bounds_j``, and the sure interval where recorded
+    with ``counter_window_sure_bounds_j``; a message where an interval does not."""
     from bench.kernels import trace as K
 
     a, b = st.get("trace_from_ns"), st.get("trace_to_ns")
@@ -416,6 +417,11 @@ def _fitted(rd: dict, st: dict, t: Any, e: Any, lat: Any, power: tuple | None, t
             return f"{rd.get('device')} {k} {st.get(k)}, recomputed {v:.6g}"
     if not _close(st.get("edge_bound_j"), max(est - low, high - est)):
         return f"{rd.get('device')} edge_bound_j does not recompute"
+    if "energy_sure_low_j" in st or "energy_sure_high_j" in st:  # absent before 2026-11-30
+        sure = K.counter_window_sure_bounds_j(t[keep], e[keep], t0, t1, lat[keep])
+        for k, v in zip(("energy_sure_low_j", "energy_sure_high_j"), sure, strict=True):
+            if not _close(st.get(k), None if v != v else float(v)):
+                return f"{rd.get('device')} {k} {st.get(k)}, recomputed {v:.6g}"
     return float(est)
 
 

@@ -407,6 +407,8 @@ def test_twins_agree_on_simulated_traces_with_resets(seed):
               np.array(R.counter_window_bounds_j(t, e, a0, a1, t, p, lat)))
         assert (T.counter_window_resets(t, e, a0, a1, lat)
                 == R.counter_window_resets(t, e, a0, a1, lat))
+        agree(np.array(T.counter_window_sure_bounds_j(t, e, a0, a1, lat)),
+              np.array(R.counter_window_sure_bounds_j(t, e, a0, a1, lat)))
 
 
 # Refreshes every 100 ms from 100 to 900 ms at 100 W, read every 10 ms; a reset at 450 ms
@@ -602,3 +604,115 @@ def test_readings_with_no_period_reach_the_next_refresh_only(f):
     pw = np.where(pt <= 200 * MS, 0.0, 300.0)
     _, lo, hi, _ = f.counter_cumulative_bounds_j(t, e, [101 * MS], pt, pw)
     assert lo[0] == pytest.approx(10.1, abs=1e-9) and hi[0] == pytest.approx(11.101, abs=1e-9)
+
+
+# --- the sure interval: the counter's reads alone, no premise on the power's shape ----
+
+@pytest.mark.parametrize("f", [T, R])
+def test_sure_bounds_by_hand(f):
+    # HAND: refreshes at 100..500 ms (each in (t - 50 ms, t]), 10, 20, 55, 115, 175 J.
+    # [250, 450] ms: E(250) >= 20 (refreshed by 200 ms) and <= 55 (the refresh in
+    # (250, 300]); E(450) >= 115 and <= 175. So [115 - 55, 175 - 20] = [60, 155] around
+    # the true 120 J; the premise interval was [90, 150].
+    assert f.counter_window_sure_bounds_j(HAND_T, HAND_E, 250 * MS, 450 * MS,
+                                          resolution_j=0.0) == pytest.approx((60.0, 155.0))
+    # the counter's mJ floor: 1 mJ off the bottom and onto the top
+    assert f.counter_window_sure_bounds_j(HAND_T, HAND_E, 250 * MS, 450 * MS) == \
+        pytest.approx((59.999, 155.001), abs=1e-9)
+    # edges on a refresh's latest and earliest times: at 200 ms the refresh seen at 200 ms
+    # is before the edge (E >= 20), at 350 ms the one in (350, 400] after it (E <= 115);
+    # E(350) >= 55 and E(200) <= 55 give no more than 0 at the bottom. True 65 J.
+    assert f.counter_window_sure_bounds_j(HAND_T, HAND_E, 200 * MS, 350 * MS,
+                                          resolution_j=0.0) == pytest.approx((0.0, 95.0))
+    # a short window between two refreshes: the bottom is 0, never negative
+    lo, hi = f.counter_window_sure_bounds_j(HAND_T, HAND_E, 260 * MS, 440 * MS)
+    assert lo == 0.0 and hi == pytest.approx(175.001 - 20.0)
+
+
+@pytest.mark.parametrize("f", [T, R])
+def test_sure_bounds_need_a_refresh_on_the_far_side_of_each_edge(f):
+    # the first refresh is seen at 100 ms: nothing is known before it; the last in
+    # (450, 500]: nothing after 450 ms
+    for t0, t1 in ((90 * MS, 300 * MS), (150 * MS, 460 * MS)):
+        assert np.isnan(f.counter_window_sure_bounds_j(HAND_T, HAND_E, t0, t1)).all()
+    lo, hi = f.counter_window_sure_bounds_j(HAND_T, HAND_E, 100 * MS, 450 * MS,
+                                            resolution_j=0.0)
+    assert (lo, hi) == pytest.approx((115.0 - 20.0, 175.0 - 10.0))
+    with pytest.raises(ValueError):
+        f.counter_window_sure_bounds_j(HAND_T, HAND_E, 2, 1)
+    # an empty window: nothing at the bottom; at the top E(250) <= 55 less E(250) >= 20
+    assert f.counter_window_sure_bounds_j(HAND_T, HAND_E, 250 * MS, 250 * MS,
+                                          resolution_j=0.0) == pytest.approx((0.0, 35.0))
+
+
+@pytest.mark.parametrize("f", [T, R])
+def test_sure_bounds_across_a_reset(f):
+    # RESET: refreshes at 100..500 ms read promptly (each in (t - 10 ms, t]), unwrapped
+    # 10, 20, 25, 35, 45 J; the reset before the 300 ms refresh lost 5 J.
+    # [100, 400]: bottom 35 - 20 - 0.001 = 14.999 (the lost energy only adds to the
+    # truth, 30 J); the top would need what the reset lost: none.
+    lo, hi = f.counter_window_sure_bounds_j(RESET_T, RESET_E, 100 * MS, 400 * MS)
+    assert lo == pytest.approx(14.999, abs=1e-9) and np.isnan(hi)
+    # [300, 400]: the reset is at the first edge's own refresh, before the window: the
+    # top 45.001 - 25 holds (true 10 J); the bottom E(400) >= 35 less E(300) <= 35.001
+    lo, hi = f.counter_window_sure_bounds_j(RESET_T, RESET_E, 300 * MS, 400 * MS)
+    assert (lo, hi) == (0.0, pytest.approx(20.001, abs=1e-9))
+    # [200, 300]: the reset's refresh lies between the edges: no top
+    assert np.isnan(f.counter_window_sure_bounds_j(RESET_T, RESET_E, 200 * MS, 300 * MS)[1])
+    # [100, 190]: the last refresh the top needs is the one seen in (190, 200]; the reset
+    # comes after it: [max(10 - 20.001, 0), 20.001 - 10] around the true 9 J
+    lo, hi = f.counter_window_sure_bounds_j(RESET_T, RESET_E, 100 * MS, 190 * MS)
+    assert (lo, hi) == (0.0, pytest.approx(10.001, abs=1e-9))
+
+
+@settings(max_examples=60, deadline=None)
+@given(seed=st.integers(0, 2**32 - 1), counter_ms=st.integers(10, 200),
+       sample_us=st.integers(500, 5000), drop=st.floats(0, 0.5),
+       stall_ms=st.integers(0, 300))
+def test_sure_bounds_hold_whatever_the_power_does(seed, counter_ms, sample_us, drop,
+                                                  stall_ms):
+    # Power that changes every millisecond to anything in 0..1000 W, which no power
+    # reading follows, a sampler that loses ticks and stalls, and slow calls: the sure
+    # interval holds the truth on every window (the premise interval need not).
+    rng = np.random.default_rng(seed)
+    end = 3 * S
+    bt = np.arange(0, end, MS, dtype=np.int64)
+    bw = rng.uniform(0, 1000, bt.size) * (rng.random(bt.size) < 0.7)
+    t, e, lat, _ = simulate(rng, bt, bw, end, counter_ms * MS,
+                            int(rng.integers(0, counter_ms * MS)), sample_us * 1000, drop,
+                            200_000, 100 * MS)
+    stall = (t > S) & (t < S + stall_ms * MS)
+    t, e, lat = t[~stall], e[~stall], lat[~stall]
+    q = np.sort(rng.integers(0, end, (20, 2)), axis=1)
+    bracketed = 0
+    for a, b in q:
+        lo, hi = T.counter_window_sure_bounds_j(t, e, int(a), int(b), lat)
+        if np.isnan(lo):
+            continue
+        bracketed += 1
+        true = history_energy(bt, bw, [a, b])
+        assert lo <= true[1] - true[0] + 1e-9 <= hi + 2e-9
+    assert bracketed >= 5  # most windows lie inside the trace's refreshes
+
+
+def test_sure_bounds_hold_where_the_premise_interval_misses():
+    # power between two readings that none of them shows: 100 W, and a 1000 W burst
+    # for 39 ms right after each reading; the readings (at 0, 100, ... ms) all show
+    # 100 W. The premise interval misses the truth on some windows; the sure
+    # one never does.
+    bt = np.sort(np.concatenate((np.arange(0, 3 * S, 100 * MS), np.arange(MS, 3 * S, 100 * MS),
+                                 np.arange(40 * MS, 3 * S, 100 * MS)))).astype(np.int64)
+    bw = np.where(bt % (100 * MS) == MS, 1000.0, 100.0)  # 1000 W from 1 to 40 ms past each
+    rng = np.random.default_rng(7)
+    t, e, lat, p = simulate(rng, bt, bw, 3 * S, 100 * MS, 37 * MS, MS, 0.0, 0, 100 * MS)
+    assert p.max() == 100.0  # no reading sees a burst
+    missed = 0
+    for a in range(200, 2500, 37):
+        a0, a1 = a * MS, (a + 413) * MS
+        true = float(np.diff(history_energy(bt, bw, [a0, a1]))[0])
+        _, plo, phi, _ = T.counter_window_bounds_j(t, e, a0, a1, t, p, lat)
+        missed += not plo <= true <= phi
+        lo, hi = T.counter_window_sure_bounds_j(t, e, a0, a1, lat)
+        assert lo <= true <= hi
+        assert hi - lo <= 2 * (0.1 * 1000 + 0.001 * 1000) + 0.002  # two edge intervals
+    assert missed > 0
