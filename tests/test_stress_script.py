@@ -9,8 +9,10 @@ from pathlib import Path
 SCRIPT = Path(__file__).resolve().parent.parent / "scripts" / "stress_suite.sh"
 
 
-def stress(*args, timeout=300):
-    env = {**os.environ, "PYTHON": sys.executable}
+def stress(log_dir, *args, timeout=300):
+    # its own log folder: a STRESS_LOG_DIR inherited from a stress run of the whole suite
+    # would have these runs overwrite that run's own run-1.log and run-2.log
+    env = {**os.environ, "PYTHON": sys.executable, "STRESS_LOG_DIR": str(log_dir)}
     return subprocess.run(["bash", str(SCRIPT), *args], capture_output=True, text=True,
                           timeout=timeout, env=env)
 
@@ -28,8 +30,9 @@ def gone(pid):
 
 
 def test_counts_passes_and_kills_the_hog(tmp_path):
-    p = stress("1", "-q", "-p", "no:cacheprovider", "tests/test_devices.py")
+    p = stress(tmp_path, "1", "-q", "-p", "no:cacheprovider", "tests/test_devices.py")
     assert p.returncode == 0, p.stdout + p.stderr
+    assert f"logs in {tmp_path}" in p.stdout and (tmp_path / "run-1.log").is_file()
     lines = p.stdout.strip().splitlines()
     assert lines[-1] == "passed 1 of 1"
     assert lines[-2].startswith("run 1 of 1: passed")
@@ -40,13 +43,13 @@ def test_counts_passes_and_kills_the_hog(tmp_path):
 
 
 def test_a_failing_run_makes_it_fail_and_still_kills_the_hog(tmp_path):
-    p = stress("2", "-q", "-p", "no:cacheprovider", "tests/no_such_test_file.py")
+    p = stress(tmp_path, "2", "-q", "-p", "no:cacheprovider", "tests/no_such_test_file.py")
     assert p.returncode != 0
     assert p.stdout.strip().splitlines()[-1] == "passed 0 of 2"
     assert "run 2 of 2: FAILED" in p.stdout
     assert all(gone(pid) for pid in hog_pids(p.stdout))
 
 
-def test_bad_count_is_a_usage_error():
-    p = stress("none")
+def test_bad_count_is_a_usage_error(tmp_path):
+    p = stress(tmp_path, "none")
     assert p.returncode == 2 and "usage" in p.stderr
