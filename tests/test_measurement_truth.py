@@ -13,7 +13,7 @@ also computes an oracle: the counter interpolated at the true refresh times (wha
 perfect meter of this counter gets). The meter must stay within 0.05% of a window of the
 oracle's error whatever the load; the 0.3% target is asserted where the oracle itself is
 within 0.15% (the target's conditions), else the cell within 0.1% of the oracle's.
-The windows' edge intervals held the truth on 4-6 of 6 windows: their premise (power
+The windows' edge intervals held the truth on 3-6 of 6 windows: their premise (power
 between two power readings stays within the range the readings show) fails when power
 swings every millisecond; the premise is stated in the README. Each window's sure
 interval (the counter's reads alone, no premise on the power) must hold the truth on
