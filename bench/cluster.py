@@ -68,6 +68,28 @@ def check_address(address: str) -> str:
                      "ray://HOST:PORT")
 
 
+# Ray Client's proxier gives the server it starts for each connection this long to come
+# up (ray/util/client/server/proxier.py), then fails the connection with a traceback
+CHANNEL_TIMEOUT_ENV = "RAY_CLIENT_SERVER_CHECK_CHANNEL_TIMEOUT_S"
+
+
+def connect_error_line(message: str, kind: str) -> str:
+    """One line for a failed ``ray.init``: the message's first line, and where that only
+    introduces a traceback (Ray Client's "Initialization failure from server:"), the
+    traceback's last line, the error itself; a hint where the head's Ray Client server
+    timed out starting the server for this connection (a busy head node)."""
+    lines = [ln.strip() for ln in message.splitlines() if ln.strip()] or [kind]
+    line = lines[0]
+    if line.endswith(":") and len(lines) > 1:
+        line = f"{line} {lines[-1]}"
+    line = line[:200]
+    if "Proxy failed to Connect to backend" in message:
+        line += (f" (the head's Ray Client server gives each connection {CHANNEL_TIMEOUT_ENV}"
+                 ", 30 s by default, to start its server; on a busy head node start Ray "
+                 "with it raised)")
+    return line
+
+
 @contextmanager
 def connected(address: str) -> Iterator[Any]:
     """Ray, connected to the cluster ``address`` names, shut down (disconnected) after.
@@ -91,9 +113,8 @@ def connected(address: str) -> Iterator[Any]:
     try:
         ray.init(address=target, **kw)
     except (ConnectionError, RuntimeError, ValueError) as exc:
-        first = (str(exc).strip().splitlines() or [exc.__class__.__name__])[0]
-        raise BenchError(f"cannot connect to the Ray cluster at {address}: {first[:200]}") \
-            from None
+        raise BenchError(f"cannot connect to the Ray cluster at {address}: "
+                         f"{connect_error_line(str(exc), exc.__class__.__name__)}") from None
     try:
         yield ray
     finally:

@@ -27,6 +27,8 @@ from bench.results.table import rows_from_document
 ray = pytest.importorskip("ray", reason="Ray is the cluster extra: pip install -e '.[test]'")
 from ray.cluster_utils import Cluster  # noqa: E402
 
+from bench.cluster import CHANNEL_TIMEOUT_ENV, connect_error_line  # noqa: E402
+
 # Small cells; windows long enough that a node removed after its first cell dies while
 # its next cell is in flight (seconds per cell, removal takes well under one).
 FAST = ["--input-len", "8", "--output-len", "4", "--repeats", "1", "--idle-s", "0.2",
@@ -50,8 +52,20 @@ class TwoNodes:
             s.bind(("127.0.0.1", 0))
             port = s.getsockname()[1]
         self.client = f"ray://127.0.0.1:{port}"
-        self.cluster = Cluster(initialize_head=True, head_node_args={
-            "num_cpus": 1, "num_gpus": 0, "ray_client_server_port": port})
+        # The head's Ray Client server starts a server process per connection and waits
+        # 30 s for it by default: beside a CPU hog that start took longer (the probe
+        # test's two tries both failed, 70 s, in one of 4 hogged suite runs). Its
+        # processes read the setting from the environment they start with.
+        old = os.environ.get(CHANNEL_TIMEOUT_ENV)
+        os.environ[CHANNEL_TIMEOUT_ENV] = "300"
+        try:
+            self.cluster = Cluster(initialize_head=True, head_node_args={
+                "num_cpus": 1, "num_gpus": 0, "ray_client_server_port": port})
+        finally:
+            if old is None:
+                os.environ.pop(CHANNEL_TIMEOUT_ENV, None)
+            else:
+                os.environ[CHANNEL_TIMEOUT_ENV] = old
         self.nodes: dict[str, object] = {}
 
     def env(self, name: str) -> dict:
@@ -333,8 +347,8 @@ def test_a_gpu_locked_on_its_node_refuses_the_run_before_anything_is_written(
 def test_probe_on_the_cluster_probes_every_nodes_gpu(nodes, capsys):
     # through Ray Client (ray://HOST:PORT), as from a laptop outside the cluster; its
     # server starts a process per connection, which a loaded machine can keep past Ray's
-    # connect timeout once
-    for _ in range(2):
+    # connect timeout (raised for this cluster: TwoNodes), so it may try three times
+    for _ in range(3):
         rc = main(["probe", "--cluster", nodes.client, "--duration-s", "0.3", "--json"])
         captured = capsys.readouterr()
         if rc != 2 or "cannot connect" not in captured.err:
@@ -345,6 +359,22 @@ def test_probe_on_the_cluster_probes_every_nodes_gpu(nodes, capsys):
     assert len({r["node"]["node_id"] for r in res}) == 2
     for r in res:  # each node's stand-in, probed on its node
         assert r["name"] == "Fake H100" and r["supported"]["energy_counter"]
+
+
+def test_a_ray_client_init_failure_names_the_error_and_the_timeout():
+    # what Ray Client raises where the head's server for this connection did not come up
+    # in time: a first line that only introduces the proxier's traceback
+    message = ("Initialization failure from server:\nTraceback (most recent call last):\n"
+               '  File "proxier.py", line 772, in Datapath\n    raise RuntimeError(\n'
+               "RuntimeError: Proxy failed to Connect to backend! Check `ray_client_server"
+               ".err`\n")
+    line = connect_error_line(message, "ConnectionAbortedError")
+    assert "\n" not in line
+    assert line.startswith("Initialization failure from server: RuntimeError: Proxy failed")
+    assert CHANNEL_TIMEOUT_ENV in line
+    # a plain message keeps its first line, with no hint; an empty one names its kind
+    assert connect_error_line("no cluster at x\nmore", "ConnectionError") == "no cluster at x"
+    assert connect_error_line("  ", "ConnectionError") == "ConnectionError"
 
 
 @pytest.mark.parametrize("argv", [
