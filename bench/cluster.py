@@ -23,6 +23,7 @@ from __future__ import annotations
 import os
 import queue
 import socket
+import sys
 import tempfile
 import threading
 from collections.abc import Callable, Iterator
@@ -68,31 +69,50 @@ def check_address(address: str) -> str:
                      "ray://HOST:PORT")
 
 
-# Ray Client's proxier gives the server it starts for each connection this long to come
-# up (ray/util/client/server/proxier.py), then fails the connection with a traceback
+# Ray Client's proxier on the head starts a server process for each connection
+# (ray/util/client/server/proxier.py) and gives it this long to come up
 CHANNEL_TIMEOUT_ENV = "RAY_CLIENT_SERVER_CHECK_CHANNEL_TIMEOUT_S"
+# That start fails at random where the proxier forks while its other threads are in gRPC:
+# the child dies at once, and the connection fails when the timeout above runs out
+# (ray-project/ray#63202; here 4 of 30 connects beside a CPU hog, none of 30 with gRPC's
+# fork handlers off on the head). Such a connect is tried this many times.
+CONNECT_TRIES = 3
+_SERVER_START_FAILED = ("Initialization failure from server",
+                        "Starting Ray client server failed",
+                        "Proxy failed to Connect to backend")
+
+
+def server_start_failed(message: str) -> bool:
+    """Whether a failed ``ray.init`` is Ray Client's server start for this connection
+    failing on the head (worth another try), not a wrong address or a missing cluster."""
+    return any(m in message for m in _SERVER_START_FAILED)
 
 
 def connect_error_line(message: str, kind: str) -> str:
     """One line for a failed ``ray.init``: the message's first line, and where that only
     introduces a traceback (Ray Client's "Initialization failure from server:"), the
-    traceback's last line, the error itself; a hint where the head's Ray Client server
-    timed out starting the server for this connection (a busy head node)."""
+    traceback's last line, the error itself; where the head's Ray Client server failed to
+    start the server for this connection, what causes that and how to avoid it."""
     lines = [ln.strip() for ln in message.splitlines() if ln.strip()] or [kind]
     line = lines[0]
     if line.endswith(":") and len(lines) > 1:
         line = f"{line} {lines[-1]}"
     line = line[:200]
-    if "Proxy failed to Connect to backend" in message:
-        line += (f" (the head's Ray Client server gives each connection {CHANNEL_TIMEOUT_ENV}"
-                 ", 30 s by default, to start its server; on a busy head node start Ray "
-                 "with it raised)")
+    if server_start_failed(message):
+        line += (" (the head's Ray Client server could not start a server for this "
+                 "connection: its process dies where Ray forks it during gRPC work, "
+                 "ray-project/ray#63202, or is slower than "
+                 f"{CHANNEL_TIMEOUT_ENV}, 30 s by default; start the head with "
+                 f"GRPC_ENABLE_FORK_SUPPORT=0, or with {CHANNEL_TIMEOUT_ENV} raised)")
     return line
 
 
 @contextmanager
-def connected(address: str) -> Iterator[Any]:
+def connected(address: str, tries: int = CONNECT_TRIES) -> Iterator[Any]:
     """Ray, connected to the cluster ``address`` names, shut down (disconnected) after.
+
+    A Ray Client connect whose server fails to start on the head is tried ``tries`` times
+    in all, each retry announced on stderr.
 
     Raises:
         BenchError: Ray missing, a bad address, no cluster there.
@@ -110,11 +130,20 @@ def connected(address: str) -> Iterator[Any]:
         target = os.environ.get("RAY_ADDRESS") or "auto"
     else:
         target = address
-    try:
-        ray.init(address=target, **kw)
-    except (ConnectionError, RuntimeError, ValueError) as exc:
-        raise BenchError(f"cannot connect to the Ray cluster at {address}: "
-                         f"{connect_error_line(str(exc), exc.__class__.__name__)}") from None
+    for attempt in range(1, max(1, tries) + 1):
+        try:
+            ray.init(address=target, **kw)
+            break
+        except (ConnectionError, RuntimeError, ValueError) as exc:
+            line = connect_error_line(str(exc), exc.__class__.__name__)
+            if attempt >= tries or not server_start_failed(str(exc)):
+                after = f" ({attempt} tries)" if attempt > 1 else ""
+                raise BenchError(f"cannot connect to the Ray cluster at {address}{after}: "
+                                 f"{line}") from None
+            sys.stderr.write(f"bench: connecting to the Ray cluster at {address} failed "
+                             f"({line.split(' (the head', 1)[0]}); trying again "
+                             f"({attempt + 1} of {tries})\n")
+            ray.shutdown()
     try:
         yield ray
     finally:
