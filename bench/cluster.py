@@ -88,16 +88,22 @@ def server_start_failed(message: str) -> bool:
     return any(m in message for m in _SERVER_START_FAILED)
 
 
+def _error_itself(message: str, kind: str) -> str:
+    """The message's first line, or where that only introduces a traceback, with the
+    traceback's last line (the error itself); at most 200 characters."""
+    lines = [ln.strip() for ln in message.splitlines() if ln.strip()] or [kind]
+    line = lines[0]
+    if line.endswith(":") and len(lines) > 1:
+        line = f"{line} {lines[-1]}"
+    return line[:200]
+
+
 def connect_error_line(message: str, kind: str) -> str:
     """One line for a failed ``ray.init``: the message's first line, and where that only
     introduces a traceback (Ray Client's "Initialization failure from server:"), the
     traceback's last line, the error itself; where the head's Ray Client server failed to
     start the server for this connection, what causes that and how to avoid it."""
-    lines = [ln.strip() for ln in message.splitlines() if ln.strip()] or [kind]
-    line = lines[0]
-    if line.endswith(":") and len(lines) > 1:
-        line = f"{line} {lines[-1]}"
-    line = line[:200]
+    line = _error_itself(message, kind)
     if server_start_failed(message):
         line += (" (the head's Ray Client server could not start a server for this "
                  "connection: its process dies where Ray forks it during gRPC work, "
@@ -108,11 +114,11 @@ def connect_error_line(message: str, kind: str) -> str:
 
 
 @contextmanager
-def connected(address: str, tries: int = CONNECT_TRIES) -> Iterator[Any]:
+def connected(address: str) -> Iterator[Any]:
     """Ray, connected to the cluster ``address`` names, shut down (disconnected) after.
 
-    A Ray Client connect whose server fails to start on the head is tried ``tries`` times
-    in all, each retry announced on stderr.
+    A Ray Client connect whose server fails to start on the head is tried
+    ``CONNECT_TRIES`` times in all, each retry announced on stderr.
 
     Raises:
         BenchError: Ray missing, a bad address, no cluster there.
@@ -130,19 +136,19 @@ def connected(address: str, tries: int = CONNECT_TRIES) -> Iterator[Any]:
         target = os.environ.get("RAY_ADDRESS") or "auto"
     else:
         target = address
-    for attempt in range(1, max(1, tries) + 1):
+    for attempt in range(1, CONNECT_TRIES + 1):
         try:
             ray.init(address=target, **kw)
             break
         except (ConnectionError, RuntimeError, ValueError) as exc:
-            line = connect_error_line(str(exc), exc.__class__.__name__)
-            if attempt >= tries or not server_start_failed(str(exc)):
+            message, kind = str(exc), exc.__class__.__name__
+            if attempt == CONNECT_TRIES or not server_start_failed(message):
                 after = f" ({attempt} tries)" if attempt > 1 else ""
                 raise BenchError(f"cannot connect to the Ray cluster at {address}{after}: "
-                                 f"{line}") from None
+                                 f"{connect_error_line(message, kind)}") from None
             sys.stderr.write(f"bench: connecting to the Ray cluster at {address} failed "
-                             f"({line.split(' (the head', 1)[0]}); trying again "
-                             f"({attempt + 1} of {tries})\n")
+                             f"({_error_itself(message, kind)}); trying again "
+                             f"({attempt + 1} of {CONNECT_TRIES})\n")
             ray.shutdown()
     try:
         yield ray
