@@ -20,7 +20,7 @@ OPTIMIZE_TESTS="tests/test_econ_optimize.py"
 STATS="kernels/stats.py"
 STATS_TESTS="tests/test_stats.py"
 TRACE="kernels/trace.py"
-TRACE_TESTS="tests/kernels/test_trace.py tests/kernels/test_edge_bounds.py"
+TRACE_TESTS="tests/kernels/test_refresh_grid.py tests/kernels/test_trace.py tests/kernels/test_edge_bounds.py"
 
 cd "$(dirname "$0")/.."
 PYTHON="${PYTHON:-python}"
