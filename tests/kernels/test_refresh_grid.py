@@ -105,8 +105,8 @@ def test_only_the_first_64_reads_choose_the_reference(numbers):
     # is numbered by the refresh before it (x 1.5 -> 1 from the even read before it),
     # read 64 from read 62 (x 2.5 -> 2): every read gets n.
     n = np.arange(65)
-    y = [round(v) for v in (n * P + np.where(n % 2 == 1, P // 2, 0)).tolist()]
-    y[64] = 64 * P + P // 2
+    y = n * P + np.where(n % 2 == 1, P // 2, 0)
+    y[64] += P // 2
     np.testing.assert_array_equal(numbers(y, P), n.astype(np.float64))
 
 
