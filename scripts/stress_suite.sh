@@ -6,6 +6,9 @@
 #
 #   scripts/stress_suite.sh [N] [PYTEST_ARGS...]     e.g. scripts/stress_suite.sh 3 -x -q
 #
+# A run is the README's test command (the suite on two workers, then tests/perf alone),
+# or `python -m pytest PYTEST_ARGS` where arguments are given.
+#
 # PYTHON selects the interpreter (default: python, else python3), as in the README's
 # `python -m pytest`; its folder goes first on PATH, as in an activated venv. Each run's
 # output is kept in $STRESS_LOG_DIR (default: a temp dir).
@@ -49,13 +52,26 @@ for _ in $(seq "$cores"); do
 done
 echo "CPU hog: $cores busy processes (pids ${hogs[*]}); logs in $logs"
 
+# The README's test command, word for word after `python` (tests/test_docs.py checks it)
+readme_tests() {
+    "$py" -m pytest -n 2 --dist loadfile --ignore=tests/perf && "$py" -m pytest tests/perf
+}
+
 passed=0
 for i in $(seq "$n"); do
     start=$(date +%s)
-    "$py" -m pytest "$@" >"$logs/run-$i.log" 2>&1
+    if [ $# -gt 0 ]; then
+        "$py" -m pytest "$@" >"$logs/run-$i.log" 2>&1
+    else
+        readme_tests >"$logs/run-$i.log" 2>&1
+    fi
     rc=$?
     secs=$(( $(date +%s) - start ))
-    summary=$(tail -n 1 "$logs/run-$i.log")
+    # pytest's closing line of each call, e.g. "== 700 passed in 600.1s ==" (two calls
+    # in the README's command)
+    summary=$(grep -a -E '^=+ .* in [0-9.]+s' "$logs/run-$i.log" | tr -d '=' \
+              | sed -E 's/^ +| +$//g' | paste -sd ';' -)
+    [ -n "$summary" ] || summary=$(tail -n 1 "$logs/run-$i.log")
     if [ "$rc" -eq 0 ]; then
         passed=$((passed + 1))
         echo "run $i of $n: passed (${secs} s) $summary"

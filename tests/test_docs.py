@@ -34,10 +34,15 @@ def test_two_setup_commands_and_ci_runs_the_test_command():
     setup = [b for b in blocks if "pip install" in b]
     assert len(setup) == 2
     assert setup[0].rstrip().endswith("bench run")
-    test_cmd = setup[1].split("&&")[-1].strip()
-    assert test_cmd == "python -m pytest"
+    test_cmd = setup[1].split("pip install -e '.[test]' && ")[-1].strip()
+    # the suite on two workers, then the benchmarks alone (they time nothing under xdist)
+    assert test_cmd == ("python -m pytest -n 2 --dist loadfile --ignore=tests/perf"
+                        " && python -m pytest tests/perf")
     ci = (ROOT / ".ci" / "run").read_text()
     assert re.search(rf"^{re.escape(test_cmd)}$", ci, re.M)
+    # the stress script's runs are that command, with its interpreter for `python`
+    stress = (ROOT / "scripts" / "stress_suite.sh").read_text()
+    assert test_cmd.replace("python -m", '"$py" -m') in stress
 
 
 def test_every_module_has_a_docstring():

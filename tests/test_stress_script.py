@@ -50,6 +50,50 @@ def test_a_failing_run_makes_it_fail_and_still_kills_the_hog(tmp_path):
     assert all(gone(pid) for pid in hog_pids(p.stdout))
 
 
+def _recording_python(tmp_path, fail_on: str = ""):
+    """A stand-in interpreter: runs Python for the hog (``-c``), and for anything else
+    appends its arguments to calls.txt and prints a pytest-like closing line; it exits 1
+    where its arguments contain ``fail_on``."""
+    calls = tmp_path / "calls.txt"
+    py = tmp_path / "bin" / "python"
+    py.parent.mkdir()
+    py.write_text(f"""#!/usr/bin/env bash
+if [ "$1" = -c ]; then exec {sys.executable} "$@"; fi
+echo "$*" >> {calls}
+echo "===== 3 passed in 0.01s ($*) ====="
+if [ -n "{fail_on}" ] && [[ "$*" == *"{fail_on}"* ]]; then exit 1; fi
+""")
+    py.chmod(0o755)
+    return py, calls
+
+
+def test_without_pytest_args_each_run_is_the_readmes_two_calls(tmp_path):
+    py, calls = _recording_python(tmp_path)
+    env = {**os.environ, "PYTHON": str(py), "STRESS_LOG_DIR": str(tmp_path / "logs")}
+    p = subprocess.run(["bash", str(SCRIPT), "2"], capture_output=True, text=True,
+                       timeout=60, env=env)
+    assert p.returncode == 0, p.stdout + p.stderr
+    two = ["-m pytest -n 2 --dist loadfile --ignore=tests/perf", "-m pytest tests/perf"]
+    assert calls.read_text().splitlines() == two * 2
+    assert p.stdout.strip().splitlines()[-1] == "passed 2 of 2"
+    # both calls' closing lines in the run's line
+    assert "3 passed in 0.01s (-m pytest -n 2" in p.stdout
+    assert "3 passed in 0.01s (-m pytest tests/perf)" in p.stdout
+
+
+def test_a_failing_first_call_fails_the_run_and_skips_the_benchmarks(tmp_path):
+    py, calls = _recording_python(tmp_path, fail_on="-n 2")
+    env = {**os.environ, "PYTHON": str(py), "STRESS_LOG_DIR": str(tmp_path / "logs")}
+    p = subprocess.run(["bash", str(SCRIPT), "1"], capture_output=True, text=True,
+                       timeout=60, env=env)
+    assert p.returncode != 0
+    assert calls.read_text().splitlines() == [
+        "-m pytest -n 2 --dist loadfile --ignore=tests/perf"]
+    assert "run 1 of 1: FAILED rc=1" in p.stdout
+    assert p.stdout.strip().splitlines()[-1] == "passed 0 of 1"
+    assert all(gone(pid) for pid in hog_pids(p.stdout))
+
+
 def test_bad_count_is_a_usage_error(tmp_path):
     p = stress(tmp_path, "none")
     assert p.returncode == 2 and "usage" in p.stderr
