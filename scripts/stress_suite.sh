@@ -9,8 +9,8 @@
 # A run is the README's test command (the suite on two workers, then tests/perf alone),
 # or `python -m pytest PYTEST_ARGS` where arguments are given.
 #
-# PYTHON selects the interpreter (default: python, else python3), as in the README's
-# `python -m pytest`; its folder goes first on PATH, as in an activated venv. Each run's
+# PYTHON selects the interpreter (default: python, else python3), the README's `python`;
+# its folder goes first on PATH, as in an activated venv. Each run's
 # output is kept in $STRESS_LOG_DIR (default: a temp dir).
 set -uo pipefail
 cd "$(dirname "$0")/.."

@@ -9,10 +9,10 @@ from pathlib import Path
 SCRIPT = Path(__file__).resolve().parent.parent / "scripts" / "stress_suite.sh"
 
 
-def stress(log_dir, *args, timeout=300):
+def stress(log_dir, *args, timeout=300, python=sys.executable):
     # its own log folder: a STRESS_LOG_DIR inherited from a stress run of the whole suite
     # would have these runs overwrite that run's own run-1.log and run-2.log
-    env = {**os.environ, "PYTHON": sys.executable, "STRESS_LOG_DIR": str(log_dir)}
+    env = {**os.environ, "PYTHON": str(python), "STRESS_LOG_DIR": str(log_dir)}
     return subprocess.run(["bash", str(SCRIPT), *args], capture_output=True, text=True,
                           timeout=timeout, env=env)
 
@@ -69,9 +69,7 @@ if [ -n "{fail_on}" ] && [[ "$*" == *"{fail_on}"* ]]; then exit 1; fi
 
 def test_without_pytest_args_each_run_is_the_readmes_two_calls(tmp_path):
     py, calls = _recording_python(tmp_path)
-    env = {**os.environ, "PYTHON": str(py), "STRESS_LOG_DIR": str(tmp_path / "logs")}
-    p = subprocess.run(["bash", str(SCRIPT), "2"], capture_output=True, text=True,
-                       timeout=60, env=env)
+    p = stress(tmp_path / "logs", "2", timeout=60, python=py)
     assert p.returncode == 0, p.stdout + p.stderr
     two = ["-m pytest -n 2 --dist loadfile --ignore=tests/perf", "-m pytest tests/perf"]
     assert calls.read_text().splitlines() == two * 2
@@ -83,9 +81,7 @@ def test_without_pytest_args_each_run_is_the_readmes_two_calls(tmp_path):
 
 def test_a_failing_first_call_fails_the_run_and_skips_the_benchmarks(tmp_path):
     py, calls = _recording_python(tmp_path, fail_on="-n 2")
-    env = {**os.environ, "PYTHON": str(py), "STRESS_LOG_DIR": str(tmp_path / "logs")}
-    p = subprocess.run(["bash", str(SCRIPT), "1"], capture_output=True, text=True,
-                       timeout=60, env=env)
+    p = stress(tmp_path / "logs", "1", timeout=60, python=py)
     assert p.returncode != 0
     assert calls.read_text().splitlines() == [
         "-m pytest -n 2 --dist loadfile --ignore=tests/perf"]
