@@ -82,6 +82,48 @@ def counter_window_error_j(t_ns, energy_j, latency_ns, t0_ns: int, t1_ns: int,
     return power_w * (lo1 - hi0) - quantum, power_w * (hi1 - lo0) + quantum
 
 
+def fitted_counter_window_error_j(t_ns, energy_j, latency_ns, t0_ns: int, t1_ns: int,
+                                  power_w: float) -> tuple[float, float]:
+    """Interval of (window energy from the counter with fitted refresh times - true).
+
+    The meter's ``counter_edges="fitted"`` estimate interpolates between the refreshes
+    placed on a fitted grid, not at the samples that first saw them. Whatever the fit,
+    each placed time stays inside the interval its reads allow, (earliest, latest]: the
+    read before still showed the old value, the read at latest the new one (half each
+    call's latency added on either side; intervals that cross are widened to keep them
+    sorted). The true refresh time lies in the same interval, so each placed time is off
+    by at most the interval's width, d. Interpolating at q between refreshes a and b
+    (weight w in [0, 1]) at constant power P is off by -P (d_a (1 - w) + d_b w), at most
+    P max(|d_a|, |d_b|) either way: early placement reads high, late placement low
+    (the interpolated bound above allows only late stamps). The pair around q is among
+    the refreshes from one before the last one surely at or before q (latest <= q) to
+    one after the last one possibly before it (earliest <= q). Each edge also carries the
+    mJ flooring of the two counter values it is interpolated from.
+
+    Returns:
+        (lo_j, hi_j) = (-b, b).
+    """
+    t = np.asarray(t_ns, np.int64)
+    e = np.asarray(energy_j, np.float64)
+    lat = np.asarray(latency_ns, np.int64)
+    points = np.flatnonzero(np.diff(e) != 0) + 1
+    if points.size < 2:
+        raise ValueError("fewer than two counter updates in the trace")
+    lo = t[points - 1] - (lat[points - 1] + 1) // 2
+    hi = t[points] + (lat[points] + 1) // 2
+    lo = np.minimum.accumulate(lo[::-1])[::-1]
+    hi = np.maximum.accumulate(hi)
+    width_ns = hi - lo
+    bound_s = 0.0
+    for q in (t0_ns, t1_ns):
+        surely = int(np.searchsorted(hi, q, side="right")) - 1
+        maybe = int(np.searchsorted(lo, q, side="right")) - 1
+        near = width_ns[max(surely - 1, 0):min(maybe + 2, width_ns.size)]
+        bound_s += float(near.max()) * 1e-9
+    b = power_w * bound_s + 2 * COUNTER_QUANTUM_J
+    return -b, b
+
+
 def max_gap_s(t_ns, t0_ns: int, t1_ns: int) -> float:
     """The longest interval without a sample that overlaps [t0, t1] (for messages)."""
     t = np.asarray(t_ns, np.int64)
